@@ -1,0 +1,1 @@
+"""Measurement: samples kept as numpy arrays, pinned statistics, the machine fingerprint."""

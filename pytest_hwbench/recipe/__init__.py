@@ -1,0 +1,1 @@
+"""Recipes: load + validate + ``${ENV}`` interpolation. See ``loader.load_recipe``."""

@@ -1,0 +1,98 @@
+"""The validated recipe as typed objects. ``recipe.loader`` builds these; nothing else parses YAML.
+
+A recipe says which services a run uses, which values sweep parameters take, how many repetitions each
+benchmark runs, which SLOs apply to which tests (by node-id pattern) and how baselines are compared.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Backend = Literal["docker", "process", "external"]
+InconclusivePolicy = Literal["fail", "warn", "rerun"]
+
+BACKENDS: tuple[str, ...] = ("docker", "process", "external")
+INCONCLUSIVE_POLICIES: tuple[str, ...] = ("fail", "warn", "rerun")
+
+
+def nodeid_matches(nodeid: str, pattern: str) -> bool:
+    """True when ``pattern`` (fnmatch syntax) matches the node id or a tail of it that starts at a path
+    (``/``) or ``::`` boundary, so ``test_matmul*`` and ``test_host.py::*`` both select
+    ``benchmarks/test_host.py::test_matmul[256]``."""
+    return (fnmatch.fnmatchcase(nodeid, pattern) or fnmatch.fnmatchcase(nodeid, "*/" + pattern)
+            or fnmatch.fnmatchcase(nodeid, "*::" + pattern))
+
+
+@dataclass(frozen=True)
+class MetricPolicy:
+    """Per-metric overrides of the baseline policy; None means "use the recipe-wide value"."""
+
+    tolerance: float | None = None
+    inconclusive: InconclusivePolicy | None = None
+
+
+@dataclass(frozen=True)
+class BaselinePolicy:
+    """How baselines are stored and compared (DESIGN.md, Verdicts)."""
+
+    dir: str = "baselines"
+    tolerance: float = 0.05
+    inconclusive: InconclusivePolicy = "warn"
+    reruns: int = 2
+    stale_factor: float = 2.0
+    confidence: float = 0.95
+    require: bool = False
+    metrics: dict[str, MetricPolicy] = field(default_factory=dict)
+
+    def tolerance_for(self, metric: str) -> float:
+        mp = self.metrics.get(metric)
+        return mp.tolerance if mp and mp.tolerance is not None else self.tolerance
+
+    def inconclusive_for(self, metric: str) -> InconclusivePolicy:
+        mp = self.metrics.get(metric)
+        return mp.inconclusive if mp and mp.inconclusive is not None else self.inconclusive
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service the recipe provides, by the name tests ask for (e.g. ``llm``, ``redis``)."""
+
+    name: str
+    kind: str
+    backend: Backend
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str | None = None
+    experiment: str = "hwbench"
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A loaded, interpolated and validated recipe."""
+
+    path: str
+    name: str
+    text: str
+    sha256: str
+    description: str = ""
+    testbed: str | None = None
+    repetitions: int = 3
+    warmup: int = 0
+    sweep: dict[str, list[Any]] = field(default_factory=dict)
+    slo: dict[str, list[str]] = field(default_factory=dict)
+    baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    settings: dict[str, Any] = field(default_factory=dict)
+    secret_values: frozenset[str] = frozenset()
+
+    def slos_for(self, nodeid: str) -> list[tuple[str, str]]:
+        """(pattern, expression) pairs of every SLO whose pattern matches ``nodeid``, in recipe order."""
+        return [(pat, expr) for pat, exprs in self.slo.items() if nodeid_matches(nodeid, pat)
+                for expr in exprs]

@@ -1,0 +1,1 @@
+"""See DESIGN.md: one package per stage of the data flow."""

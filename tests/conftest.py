@@ -1,0 +1,20 @@
+"""Shared fixtures for the plugin's own tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def unavailable(reason: str) -> None:
+    """Skip because a service/binary is not available here, or fail when CI forbids such skips.
+
+    CI sets ``HWBENCH_FAIL_ON_UNAVAILABLE=1`` so that a missing redis-server, Docker engine or MLflow
+    install is a red run, not a quietly skipped test.
+    """
+    if os.environ.get("HWBENCH_FAIL_ON_UNAVAILABLE") == "1":
+        pytest.fail(f"required for this test but not available: {reason}", pytrace=False)
+    pytest.skip(reason)
