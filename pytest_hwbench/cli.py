@@ -1,7 +1,54 @@
-"""The ``hwbench`` console script (placeholder while subcommands are written)."""
+"""The ``hwbench`` console script: checks and tools that run outside a pytest session.
+
+- ``hwbench recipes validate FILE...``   the same checks the plugin runs on ``--recipe``
+- ``hwbench testbed``                    the machine fingerprint and the testbed name baselines use
+- ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pytest_hwbench.recipe.validate_cmd import run
+
+    return run(args.files)
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from pytest_hwbench.measure.fingerprint import collect_fingerprint, derive_testbed
+
+    fp = collect_fingerprint()
+    if args.json:
+        print(json.dumps({"testbed": derive_testbed(fp), "fingerprint": fp}, indent=2, sort_keys=True))
+    else:
+        print(derive_testbed(fp))
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["reference-server"]:
+        # Its options belong to the server module; hand them over untouched.
+        from pytest_hwbench.reference_server import main as server_main
+
+        return server_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="hwbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    recipes = sub.add_parser("recipes", help="recipe tools").add_subparsers(dest="recipes_command", required=True)
+    validate = recipes.add_parser("validate", help="validate recipe files")
+    validate.add_argument("files", nargs="+")
+    validate.set_defaults(func=_validate)
+    testbed = sub.add_parser("testbed", help="print the testbed name (and fingerprint with --json)")
+    testbed.add_argument("--json", action="store_true")
+    testbed.set_defaults(func=_testbed)
+    sub.add_parser("reference-server", help="run the reference LLM server (see --help after the command)")
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,242 @@
-"""pytest hooks (placeholder while the session object is written)."""
+"""pytest hooks of pytest-hwbench. Only wiring: the work is in ``session.HwbenchSession`` and the stage
+packages (recipe, measure, verdict, report).
+
+Flow of one test that requests the ``hwbench`` fixture:
+1. ``pytest_generate_tests`` parametrises sweep arguments from the recipe (or the marker's defaults).
+2. setup: the fixture creates a ``Recorder``; a marker's ``service=`` not in the recipe skips the test.
+3. call: the body runs ``warmup`` + ``repetitions`` times (one trial each), under a cross-process lock
+   when xdist runs several workers, then SLOs and the baseline are judged and a violation fails the test.
+4. the call report carries the payload (plain JSON) to the controller, which writes results, samples,
+   baselines and MLflow, and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
+
+SESSION_KEY = pytest.StashKey[HwbenchSession]()
+RECORDER_KEY = pytest.StashKey[Recorder]()
+PAYLOAD_STASH = pytest.StashKey[dict]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_hwbench import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hwbench", "benchmarks as tests (pytest-hwbench)")
+    group.addoption("--recipe", dest="hwbench_recipe", metavar="PATH",
+                    help="recipe YAML: services, sweeps, repetitions, SLOs, baseline policy "
+                         "(default: ini hwbench_recipe, else the embedded default recipe)")
+    group.addoption("--hwbench-testbed", metavar="NAME",
+                    help="testbed name keying baselines (default: recipe 'testbed', else derived from "
+                         "CPU model, cores, memory and GPUs)")
+    group.addoption("--hwbench-save-baseline", action="store_true",
+                    help="write/update baselines/<testbed>/ from this run instead of comparing")
+    group.addoption("--hwbench-require-baseline", action="store_true",
+                    help="fail tests that have no baseline (for CI gates)")
+    group.addoption("--hwbench-baseline-dir", metavar="DIR", help="baseline root (default: recipe baseline.dir)")
+    group.addoption("--hwbench-report-dir", metavar="DIR", help="where run directories go (default: reports)")
+    group.addoption("--hwbench-mlflow", metavar="URI",
+                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under reports/)")
+    group.addoption("--no-hwbench-mlflow", action="store_true", help="do not log to MLflow")
+    group.addoption("--hwbench-allow-parallel", action="store_true",
+                    help="let timed tests overlap under xdist (default: one timed test at a time)")
+    group.addoption("--hwbench-repetitions", type=int, metavar="N",
+                    help="override the recipe's repetitions (measured trials per test)")
+    parser.addini("hwbench_recipe", "default recipe path (relative to the ini file)", default="")
+    parser.addini("hwbench_report_dir", "default report directory", default="")
+    parser.addini("hwbench_mlflow", "MLflow tracking URI, or 'off'", default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "hwbench(slo=[...], repetitions=N, warmup=N, service=NAME, sweep={arg: [values]}): "
+        "pytest-hwbench settings for one benchmark")
+    try:
+        session = HwbenchSession(config)
+    except HwbenchInputError as err:
+        raise pytest.UsageError(f"pytest-hwbench: {err}") from None
+    config.stash[SESSION_KEY] = session
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
+
+
+def get_session(config: pytest.Config) -> HwbenchSession:
+    return config.stash[SESSION_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise sweep arguments: recipe ``sweep`` wins over the marker's ``sweep`` defaults; arguments the
+    test parametrises itself are left alone."""
+    session = metafunc.config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    marker = metafunc.definition.get_closest_marker("hwbench")
+    defaults: dict[str, Any] = (marker.kwargs.get("sweep") or {}) if marker else {}
+    own = {name.strip() for m in metafunc.definition.iter_markers("parametrize")
+           for name in (m.args[0].split(",") if isinstance(m.args[0], str) else m.args[0])}
+    for arg in metafunc.fixturenames:
+        if arg in own:
+            continue
+        values = session.recipe.sweep.get(arg, defaults.get(arg))
+        if values is not None:
+            metafunc.parametrize(arg, list(values), ids=[f"{arg}={v}" for v in values])
+
+
+@pytest.fixture
+def hwbench(request: pytest.FixtureRequest) -> Recorder:
+    """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
+    ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    session = get_session(request.config)
+    item = request.node
+    recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
+                        confidence=session.recipe.baseline.confidence)
+    item.stash[RECORDER_KEY] = recorder
+    return recorder
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("hwbench")
+    if marker is None:
+        return
+    session = get_session(item.config)
+    wanted = marker.kwargs.get("service") or marker.kwargs.get("services") or []
+    for name in [wanted] if isinstance(wanted, str) else wanted:
+        if name not in session.recipe.services:
+            provided = ", ".join(session.recipe.services) or "none"
+            pytest.skip(f"recipe {session.recipe.path} provides no service {name!r} "
+                        f"(provided: {provided}; add services.{name} to the recipe)")
+
+
+@contextlib.contextmanager
+def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
+    """One timed test at a time across xdist workers, unless --hwbench-allow-parallel."""
+    workerinput = getattr(item.config, "workerinput", None)
+    if workerinput is None or session.options.allow_parallel:
+        yield
+        return
+    from filelock import FileLock
+
+    lock_path = Path(tempfile.gettempdir(), f"hwbench-{workerinput['testrunuid']}.lock")
+    with FileLock(str(lock_path)):
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    recorder = item.stash.get(RECORDER_KEY, None)
+    if recorder is None:
+        return (yield)
+    session = get_session(item.config)
+    warmup, reps = session.repetitions_for(item)
+    with _exclusive(item, session):
+        try:
+            for i in range(warmup):
+                recorder.begin_trial(i, warmup=True)
+                item.runtest()
+            for i in range(reps - 1):
+                recorder.begin_trial(i)
+                item.runtest()
+            recorder.begin_trial(reps - 1)
+            result = yield
+            verdict, payload = session.judge(item, recorder)
+            reruns = session.recipe.baseline.reruns
+            while reruns > 0 and session.wants_rerun(payload):
+                reruns -= 1
+                for _ in range(reps):
+                    recorder.begin_trial(recorder.trial_count)
+                    item.runtest()
+                verdict, payload = session.judge(item, recorder)
+        except BaseException:
+            if recorder.metrics:  # keep partial measurements of a test that crashed
+                _, payload = session.judge(item, recorder)
+                payload["verdict"] = "ERROR"
+                item.stash[PAYLOAD_STASH] = payload
+            raise
+    item.stash[PAYLOAD_STASH] = payload
+    item.user_properties.extend(junit_properties(payload))
+    if verdict.verdict == "FAIL":
+        pytest.fail("\n".join(verdict.failures), pytrace=False)
+    return result
+
+
+def junit_properties(payload: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Flat JUnit properties: verdict, baseline status and the key stats of each metric."""
+    props: list[tuple[str, Any]] = [("hwbench.verdict", payload["verdict"]),
+                                    ("hwbench.baseline", payload["baseline_status"])]
+    for name, metric in payload["metrics"].items():
+        summary = metric["summary"]
+        for stat in ("median", "p99", "mean", "count"):
+            value = summary.get("p50" if stat == "median" else stat)
+            if value is not None:
+                props.append((f"hwbench.{name}.{stat}", value))
+        if metric.get("unit"):
+            props.append((f"hwbench.{name}.unit", metric["unit"]))
+    return props
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    if call.when == "call":
+        payload = item.stash.get(PAYLOAD_STASH, None)
+        if payload is not None:
+            report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
+    return report
+
+
+class ControllerHooks:
+    """Hooks that only the controller (or a plain run) has: it is the one writer of results."""
+
+    def __init__(self, config: pytest.Config, session: HwbenchSession) -> None:
+        self.config, self.session = config, session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
+        if report.when == "call":
+            for i, (key, value) in enumerate(report.user_properties):
+                if key == PAYLOAD_KEY:
+                    del report.user_properties[i]
+                    payload = json.loads(value)
+                    self.session.add_result(payload, report)
+                    self.config.hook.pytest_hwbench_result(
+                        config=self.config, result=self.session.results[payload["test_id"]])
+                    break
+        elif report.skipped and report.when == "setup" and "hwbench" in report.keywords:
+            self.session.add_skip(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    hw = get_session(config)
+    hw.finish(exitstatus)
+    if hw.writer is not None:
+        config.hook.pytest_hwbench_run_finished(config=config, run_dir=str(hw.writer.dir),
+                                                results=list(hw.results.values()))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    hw = config.stash.get(SESSION_KEY, None)
+    if hw is None or hasattr(config, "workerinput") or not hw.results:
+        return
+    from pytest_hwbench.report.terminal import write_summary
+
+    write_summary(terminalreporter, hw)

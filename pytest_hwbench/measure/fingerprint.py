@@ -1,0 +1,371 @@
+"""Machine fingerprint: what this box is, and the testbed slug that keys its baselines.
+
+Why it exists (DESIGN.md, Verdicts): a benchmark number means nothing without the machine it came from.
+The fingerprint serves two purposes:
+
+* **Keying.** Baselines are stored per *machine class* (the testbed), not per host, so that a fleet of
+  identical boxes shares one committed baseline and each box can be compared against it (the "silicon
+  lottery": one of eight identical servers being 7 % slower is a finding, not noise to average away).
+  :func:`derive_testbed` therefore uses only what defines the class (CPU model, core count, memory size,
+  GPU models and count) and never the hostname, serial numbers or UUIDs.
+* **Explaining.** Everything else that can move a number across an upgrade (kernel, driver, BIOS, Python and
+  package versions, git state, container) is recorded so a verdict can print the environment diff against
+  the baseline's fingerprint; that diff is what an upgrade gate is about.
+
+Collection never raises and never needs privileges: unreadable files and missing tools become absent
+fields, because a fingerprint that fails would block the benchmark it is meant to describe. The result
+holds plain JSON types only, so it goes into run manifests, baselines and MLflow unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import importlib.metadata
+import os
+import platform
+import re
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pytest_hwbench.measure.gpu import gpu_inventory
+
+__all__ = [
+    "FINGERPRINT_VERSION", "clear_fingerprint_cache", "collect_fingerprint", "cpu_slug", "derive_testbed",
+    "memory_class_gib",
+]
+
+#: Bumped when the meaning of a field changes, so a baseline's stored fingerprint can be read correctly.
+FINGERPRINT_VERSION = 1
+
+#: Distributions whose versions can move a benchmark result; only installed ones are recorded.
+_PACKAGES: tuple[str, ...] = (
+    "pytest-hwbench", "pytest", "pytest-xdist", "numpy", "scipy", "mlflow", "pyyaml", "psutil",
+    "nvidia-ml-py", "aiohttp", "filelock", "docker", "redis", "psycopg", "boto3", "qdrant-client",
+    "chromadb", "openai", "torch", "vllm", "transformers",
+)
+
+#: /sys/class/dmi/id files worth recording (firmware/board identity; all world-readable on Linux).
+#: Serial numbers and UUIDs are deliberately left out: they identify a host, not a machine class.
+_DMI_FIELDS: tuple[str, ...] = (
+    "bios_vendor", "bios_version", "bios_date", "board_vendor", "board_name", "product_name", "sys_vendor",
+)
+
+#: ARM /proc/cpuinfo carries no model name, only implementer and part numbers (what lscpu maps too).
+_ARM_PARTS: dict[tuple[str, str], str] = {
+    ("0x41", "0xd0c"): "ARM Neoverse-N1", ("0x41", "0xd40"): "ARM Neoverse-V1",
+    ("0x41", "0xd49"): "ARM Neoverse-N2", ("0x41", "0xd4f"): "ARM Neoverse-V2",
+    ("0x41", "0xd8e"): "ARM Neoverse-N3", ("0x41", "0xd84"): "ARM Neoverse-V3",
+    ("0x41", "0xd08"): "ARM Cortex-A72", ("0x41", "0xd0b"): "ARM Cortex-A76",
+    ("0x41", "0xd03"): "ARM Cortex-A53", ("0x41", "0xd07"): "ARM Cortex-A57",
+    ("0xc0", "0xac3"): "Ampere AmpereOne", ("0x50", "0x000"): "APM X-Gene",
+}
+
+_TESTBED_MAX_LEN = 80
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+def _read_text(path: str | Path) -> str | None:
+    """File contents stripped, or None when absent/unreadable (DMI files may be root-only)."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace").strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _run(args: list[str], cwd: Path) -> str | None:
+    """stdout of a short command, or None when it fails, is missing or hangs (bounded: 5 s)."""
+    try:
+        proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=5, check=False,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout
+
+
+def _cpuinfo() -> dict[str, str]:
+    """First processor block of /proc/cpuinfo as a dict (all blocks are the same on servers we target)."""
+    text = _read_text("/proc/cpuinfo") or ""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        key, sep, value = line.partition(":")
+        if sep:
+            out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
+def _cpu_model(info: dict[str, str]) -> str:
+    """Marketing name of the CPU: x86 "model name", ARM implementer/part table, else what Python knows."""
+    if info.get("model name"):
+        return info["model name"]
+    impl, part = info.get("cpu implementer", "").lower(), info.get("cpu part", "").lower()
+    if impl and part:
+        return _ARM_PARTS.get((impl, part), f"ARM implementer {impl} part {part}")
+    for key in ("hardware", "cpu", "processor"):  # older ARM / POWER kernels
+        value = info.get(key)
+        if value and not value.isdigit():
+            return value
+    if platform.system() == "Darwin":
+        brand = _run(["sysctl", "-n", "machdep.cpu.brand_string"], Path.cwd())
+        if brand and brand.strip():
+            return brand.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _cpu() -> dict[str, Any]:
+    import psutil
+
+    info = _cpuinfo()
+    try:
+        physical = psutil.cpu_count(logical=False)
+    except Exception:
+        physical = None
+    try:
+        usable: int | None = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = None
+    max_mhz: float | None = None
+    khz = _read_text("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if khz and khz.isdigit():
+        max_mhz = round(int(khz) / 1000.0, 1)
+    else:
+        try:
+            freq = psutil.cpu_freq()
+            if freq is not None and freq.max:
+                max_mhz = round(float(freq.max), 1)
+        except Exception:
+            pass
+    return {
+        "model": _cpu_model(info),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        # usable < logical means a cpuset/affinity limit: numbers are not comparable to a full box
+        "usable_cores": usable,
+        "max_mhz": max_mhz,
+        "hypervisor": "hypervisor" in info.get("flags", "").split(),
+    }
+
+
+def _memory_gib() -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:
+        return None
+
+
+def _os_release() -> dict[str, Any]:
+    fields: dict[str, str] = {}
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        text = _read_text(path)
+        if text is None:
+            continue
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                fields[key.strip()] = value.strip().strip('"').strip("'")
+        break
+    if fields:
+        return {"name": fields.get("NAME"), "version": fields.get("VERSION_ID") or fields.get("VERSION"),
+                "id": fields.get("ID"), "pretty_name": fields.get("PRETTY_NAME")}
+    return {"name": platform.system(), "version": platform.version(), "id": None, "pretty_name": None}
+
+
+def _gpu() -> dict[str, Any]:
+    inv = gpu_inventory()
+    return {
+        "available": inv.available,
+        "reason": inv.reason,
+        "count": len(inv.gpus) if inv.available else 0,
+        "names": [g.get("name") for g in inv.gpus if g.get("name")],
+        "driver_version": inv.driver_version,
+        "cuda_driver_version": inv.cuda_driver_version,
+        "gpus": [dict(g) for g in inv.gpus],
+    }
+
+
+def _dmi() -> dict[str, str]:
+    base = Path("/sys/class/dmi/id")
+    out: dict[str, str] = {}
+    for name in _DMI_FIELDS:
+        value = _read_text(base / name)
+        if value:
+            out[name] = value
+    return out
+
+
+def _git(root: Path) -> dict[str, Any] | None:
+    """Commit, dirty flag and branch of the repo containing ``root``; None when not a repo or no git.
+
+    Untracked (non-ignored) files count as dirty: a new benchmark file changes what runs.
+    """
+    if _run(["git", "rev-parse", "--is-inside-work-tree"], root) is None:
+        return None
+    commit = _run(["git", "rev-parse", "HEAD"], root)
+    status = _run(["git", "status", "--porcelain"], root)
+    branch = _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], root)
+    branch = branch.strip() if branch else None
+    return {
+        "commit": commit.strip() if commit else None,  # None: repo without commits yet
+        "dirty": bool(status.strip()) if status is not None else None,
+        "branch": None if branch in (None, "", "HEAD") else branch,  # HEAD: detached checkout
+    }
+
+
+def _packages() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        except Exception:
+            continue
+    return out
+
+
+def _container() -> dict[str, Any]:
+    """Whether we run in a container and which kind; numbers from a container carry its cgroup limits."""
+    runtime: str | None = None
+    if os.path.exists("/.dockerenv"):
+        runtime = "docker"
+    elif os.path.exists("/run/.containerenv"):
+        runtime = "podman"
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        runtime = "kubernetes"
+    else:
+        cgroup = _read_text("/proc/1/cgroup") or ""
+        for marker, name in (("kubepods", "kubernetes"), ("docker", "docker"), ("containerd", "containerd"),
+                             ("libpod", "podman"), ("lxc", "lxc")):
+            if marker in cgroup:
+                runtime = name
+                break
+    return {"in_container": runtime is not None, "runtime": runtime}
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+@functools.lru_cache(maxsize=16)
+def _collect(root: Path) -> dict[str, Any]:
+    return {
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "hostname": socket.gethostname(),
+        "cpu": _cpu(),
+        "memory_gib": _memory_gib(),
+        "os": _os_release(),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "python": {"version": platform.python_version(), "implementation": platform.python_implementation()},
+        "gpu": _gpu(),
+        "dmi": _dmi(),
+        "git": _git(root),
+        "packages": _packages(),
+        "container": _container(),
+    }
+
+
+def collect_fingerprint(root: Path | None = None) -> dict[str, Any]:
+    """Fingerprint of this machine and of the git checkout at ``root`` (default: the current directory).
+
+    Collected once per process and root (it spawns ``git`` and initialises NVML, and does not change
+    during a session); each call returns a deep copy so a caller editing it cannot corrupt the cache.
+    """
+    resolved = Path(root if root is not None else Path.cwd()).resolve()
+    return copy.deepcopy(_collect(resolved))
+
+
+def clear_fingerprint_cache() -> None:
+    """Forget cached fingerprints (tests; or after changing the checkout within one process)."""
+    _collect.cache_clear()
+
+
+# Words that name no part of the machine class: marketing marks, "CPU", the base clock (the same model
+# always has the same base clock, and "@ 2.10GHz" is absent from some kernels' model strings).
+_CPU_NOISE = re.compile(
+    r"\((?:r|tm|c)\)|\b(?:cpu|processor|apu)\b|@\s*[\d.]+\s*[gm]hz|\b[\d.]+\s*[gm]hz\b"
+    r"|\b\w+-cores?\b|\bwith\s+radeon\b.*$|\bradeon\s+graphics\b",
+    re.IGNORECASE,
+)
+
+
+def _slugify(text: str) -> str:
+    text = text.lower().replace("+", "plus")
+    text = re.sub(r"[^a-z0-9]+", "-", text)
+    return text.strip("-")
+
+
+def cpu_slug(model: str) -> str:
+    """CPU model string as a slug: "Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz" -> "intel-xeon-gold-6338"."""
+    slug = _slugify(_CPU_NOISE.sub(" ", model or ""))
+    return slug or "unknown-cpu"
+
+
+#: Nominal memory sizes are 2^k and 3*2^k GiB (DIMM population); see memory_class_gib.
+_NOMINAL_GIB = sorted({m * 2**k for k in range(0, 16) for m in (1, 3)})
+
+
+def memory_class_gib(total_gib: float | None) -> int:
+    """Memory size for the testbed slug: the nominal size when the OS total is just below one, else rounded.
+
+    The OS reports installed memory minus firmware/kernel reservations (512 GiB shows as ~503 GiB) and
+    those reservations move with kernel, firmware and driver upgrades: exactly the changes a baseline is
+    meant to gate. Snapping to the nominal size (within 8 % below it) keeps the slug stable across them;
+    other sizes (VMs with odd sizes) round to the nearest integer.
+    """
+    if not total_gib or total_gib <= 0:
+        return 0
+    for nominal in _NOMINAL_GIB:
+        if nominal >= total_gib:
+            if total_gib >= nominal * 0.92:
+                return nominal
+            break
+    return max(1, round(total_gib))
+
+
+def _gpu_slug(fp: dict[str, Any]) -> str:
+    gpu = fp.get("gpu") or {}
+    names = [n for n in (gpu.get("names") or []) if n]
+    if not names:
+        return ""
+    counts: dict[str, int] = {}
+    for name in names:
+        key = _slugify(re.sub(r"\((?:r|tm)\)", " ", name, flags=re.IGNORECASE))
+        counts[key] = counts.get(key, 0) + 1
+    return "-".join(f"{n}x-{key}" for key, n in sorted(counts.items()))
+
+
+def derive_testbed(fp: dict[str, Any]) -> str:
+    """Stable machine-class slug, e.g. ``intel-xeon-gold-6338-64c-512g-8x-nvidia-h100-80gb-hbm3``.
+
+    Built from CPU model, logical core count, memory class (see :func:`memory_class_gib`) and GPU models
+    with counts, so identical machines share a slug (and a baseline) while the hostname, serials and
+    firmware do not enter it: firmware is what an upgrade changes, and the point is to compare before and
+    after on the same class. Only ``[a-z0-9-]``; at most 80 characters (longer slugs are cut and given a
+    short hash of the full slug so two long ones cannot collide). Tolerates partial fingerprints (e.g.
+    one stored with an old baseline).
+    """
+    cpu = fp.get("cpu") or {}
+    parts = [cpu_slug(str(cpu.get("model") or ""))]
+    cores = cpu.get("logical_cores")
+    if cores:
+        parts.append(f"{int(cores)}c")
+    parts.append(f"{memory_class_gib(fp.get('memory_gib'))}g")
+    gpu = _gpu_slug(fp)
+    if gpu:
+        parts.append(gpu)
+    slug = re.sub(r"-+", "-", "-".join(parts)).strip("-")
+    if len(slug) > _TESTBED_MAX_LEN:
+        digest = hashlib.sha1(slug.encode()).hexdigest()[:8]
+        slug = slug[: _TESTBED_MAX_LEN - 9].rstrip("-") + "-" + digest
+    return slug

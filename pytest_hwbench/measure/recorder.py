@@ -1,0 +1,146 @@
+"""The ``hwbench`` fixture object: where a test records its measurements.
+
+The plugin calls the test body once per trial (``warmup`` discarded trials, then ``repetitions`` measured
+ones, DESIGN.md "Verdicts": evidence is repeated trials), so a test records each metric once per call and
+the recorder files the values under the current trial. Values are kept as float64 numpy arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+
+from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.measure.metric import Better, Metric, MetricResult, infer_better
+
+T = TypeVar("T")
+
+_TIME_UNITS: dict[str, float] = {"s": 1e-9, "ms": 1e-6, "us": 1e-3, "ns": 1.0}
+
+
+class Timer:
+    """Times a block with ``time.perf_counter_ns`` and records the elapsed time on exit.
+
+    Works as ``with`` and ``async with`` so async benchmarks time awaited work the same way. A block that
+    raises records nothing: a failed operation is not a latency sample.
+    """
+
+    def __init__(self, recorder: Recorder, name: str, unit: str) -> None:
+        if unit not in _TIME_UNITS:
+            raise ValueError(f"timer unit must be one of {', '.join(_TIME_UNITS)}, got {unit!r}")
+        self._recorder, self._name, self._unit = recorder, name, unit
+        self._start = 0
+        self.elapsed: float | None = None
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter_ns()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        stop = time.perf_counter_ns()
+        if exc_type is None:
+            self.elapsed = (stop - self._start) * _TIME_UNITS[self._unit]
+            self._recorder.record(self._name, self.elapsed, unit=self._unit, better="lower")
+
+    async def __aenter__(self) -> Timer:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+class Recorder:
+    """Records named metrics (unit, direction, samples per trial) for one test.
+
+    Attributes a test may read: ``test_id``, ``params`` (this test's parameters), ``recipe`` (the loaded
+    recipe), ``settings`` (the recipe's free-form ``settings`` mapping), ``trial`` (current trial index;
+    -1 during warm-up), ``is_warmup``.
+    """
+
+    def __init__(self, test_id: str, *, params: Mapping[str, Any] | None = None, recipe: Any = None,
+                 confidence: float = 0.95) -> None:
+        self.test_id = test_id
+        self.params: dict[str, Any] = dict(params or {})
+        self.recipe = recipe
+        self.settings: dict[str, Any] = dict(getattr(recipe, "settings", {}) or {})
+        self.confidence = confidence
+        self.metrics: dict[str, Metric] = {}
+        self.trial = 0
+        self.is_warmup = False
+        self.extra: dict[str, Any] = {}
+
+    # -- trial bookkeeping (called by the plugin) ------------------------------------------------------
+    def begin_trial(self, index: int, *, warmup: bool = False) -> None:
+        """Route following records to trial ``index``, or discard them when ``warmup``."""
+        self.trial = -1 if warmup else index
+        self.is_warmup = warmup
+
+    @property
+    def trial_count(self) -> int:
+        return max((len(m.trials) for m in self.metrics.values()), default=0)
+
+    # -- recording -------------------------------------------------------------------------------------
+    def record(self, name: str, value: float | Iterable[float] | np.ndarray, *, unit: str = "",
+               better: Better | None = None, estimated: bool = False) -> None:
+        """Record one value or an array of samples for metric ``name`` in the current trial.
+
+        ``better`` is ``"lower"`` or ``"higher"``; when omitted it is inferred from the unit (a rate such
+        as ``GB/s`` is better higher, anything else lower). Non-finite values are refused: a NaN in a
+        benchmark is a bug in the benchmark, and letting it into percentiles would hide it.
+        """
+        if not isinstance(name, str) or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise HwbenchInputError(f"metric name {name!r} is not an identifier", field=self.test_id,
+                                    fix="use letters, digits and '_' (e.g. 'ttft_ms'), starting with a letter")
+        # A copy, so a caller that reuses its buffer cannot change what was recorded.
+        arr = np.array(value, dtype=np.float64).reshape(-1)
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise HwbenchInputError(
+                f"metric {name!r} got {bad} non-finite value(s) (NaN or inf) out of {arr.size}",
+                field=self.test_id, fix="record only finite measurements; count failures in a separate "
+                "metric such as error_rate")
+        if arr.size == 0:
+            return
+        direction = better or infer_better(unit)
+        if direction not in ("lower", "higher"):
+            raise HwbenchInputError(f"metric {name!r}: better={better!r}", field=self.test_id,
+                                    fix="use better='lower' or better='higher'")
+        metric = self.metrics.get(name)
+        if metric is None:
+            metric = self.metrics[name] = Metric(name=name, unit=unit, better=direction, estimated=estimated)
+        elif unit and metric.unit and unit != metric.unit:
+            raise HwbenchInputError(f"metric {name!r} recorded with unit {unit!r} after {metric.unit!r}",
+                                    field=self.test_id, fix="record each metric in one unit")
+        metric.estimated = metric.estimated or estimated
+        if self.is_warmup:
+            return
+        metric.add(arr, self.trial)
+
+    def timer(self, name: str, unit: str = "s") -> Timer:
+        """A ``with`` / ``async with`` block whose elapsed time is recorded as ``name`` (unit s/ms/us/ns)."""
+        return Timer(self, name, unit)
+
+    def time(self, fn: Callable[..., T], *args: Any, name: str | None = None, unit: str = "s",
+             **kwargs: Any) -> T:
+        """Call ``fn(*args, **kwargs)``, record its duration as ``name`` (default: fn's name + ``_s``)."""
+        with self.timer(name or f"{getattr(fn, '__name__', 'call')}_{unit}", unit):
+            return fn(*args, **kwargs)
+
+    # -- reading back ----------------------------------------------------------------------------------
+    def results(self) -> dict[str, MetricResult]:
+        """Summaries of every recorded metric (pooled samples, one value per trial)."""
+        return {name: m.result(self.confidence) for name, m in self.metrics.items() if m.trials}
+
+    def result(self, name: str) -> MetricResult:
+        """Summary of one metric, for assertions inside the test."""
+        metric = self.metrics.get(name)
+        if metric is None or not metric.trials:
+            raise KeyError(f"metric {name!r} not recorded (recorded: {', '.join(self.metrics) or 'none'})")
+        return metric.result(self.confidence)
+

@@ -1,0 +1,77 @@
+"""The terminal summary: one table of tests, key metrics and verdicts, then where the files went."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_hwbench.session import HwbenchSession
+
+
+def fmt(value: float | None) -> str:
+    """Compact number: 4 significant digits, no scientific notation for everyday magnitudes."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    mag = abs(value)
+    if 1e-3 <= mag < 1e7:
+        return f"{value:.4g}" if mag < 1e4 else f"{value:,.0f}"
+    return f"{value:.3e}"
+
+
+def metric_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, median unit, CI, p99) for each metric of one result."""
+    rows = []
+    for name, m in result.get("metrics", {}).items():
+        s = m["summary"]
+        ci = (s.get("ci") or {}).get("p50")
+        ci_text = f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
+        est = " (est.)" if m.get("estimated") else ""
+        rows.append((name, f"{fmt(s.get('p50'))} {m.get('unit', '')}{est}".strip(), ci_text, fmt(s.get("p99"))))
+    return rows
+
+
+def build_table(results: list[dict[str, Any]]) -> list[str]:
+    header = ("verdict", "baseline", "test", "metric", "median", "95% CI", "p99", "trials")
+    rows: list[tuple[str, ...]] = []
+    for r in results:
+        mrows = metric_rows(r) or [("-", "", "", "")]
+        for i, (metric, median, ci, p99) in enumerate(mrows):
+            first = i == 0
+            rows.append((r.get("verdict", "") if first else "", (r.get("baseline_status") or "") if first else "",
+                         r.get("name", r["test_id"]) if first else "", metric, median, ci, p99,
+                         str(r.get("trials", "")) if first else ""))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return out
+
+
+def write_summary(tr: Any, hw: HwbenchSession) -> None:
+    results = list(hw.results.values())
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.get("verdict", "?")] = counts.get(r.get("verdict", "?"), 0) + 1
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    tr.write_sep("=", f"hwbench: {tally} | testbed {hw.testbed} | recipe {hw.recipe.name}")
+    for line in build_table(results):
+        tr.write_line(line)
+    notes = [(r["name"], text) for r in results for text in r.get("warnings", [])]
+    if notes:
+        tr.write_line("")
+        for _, text in notes:
+            tr.write_line(f"WARN {text}", yellow=True)
+    skipped = [r for r in results if r.get("verdict") == "SKIP"]
+    for r in skipped:
+        tr.write_line(f"SKIP {r['name']}: {r.get('skip_reason', '')}")
+    if hw.writer is not None:
+        tr.write_line(f"hwbench report: {hw.writer.dir}")
+    if hw.baseline_written:
+        tr.write_line(f"hwbench baselines saved for {len(hw.baseline_written)} test(s) under "
+                      f"{hw.baseline_dir / hw.testbed}")
+    if hw.mlflow_run_id:
+        tr.write_line(f"hwbench MLflow run {hw.mlflow_run_id} at {hw.mlflow_uri()}")
+    if hw.mlflow_warning:
+        tr.write_line(f"hwbench WARNING: {hw.mlflow_warning}", yellow=True, bold=True)

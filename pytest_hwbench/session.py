@@ -1,0 +1,340 @@
+"""The one per-session object: options, recipe, testbed, baselines, and the results of the run.
+
+``plugin.py`` creates it in ``pytest_configure`` and calls it from hooks. On an xdist worker it measures and
+judges (verdicts must fail the test itself, so they are computed where the test runs); on the controller
+(or in a plain run) it also writes: results, raw samples, baselines, the run manifest and MLflow. Workers
+hand their results over in ``report.user_properties`` as plain JSON types (DESIGN.md, Conventions).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytest_hwbench import __version__
+from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.measure.metric import MetricResult
+from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.recipe.model import Recipe
+from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
+from pytest_hwbench.report.redact import redact
+from pytest_hwbench.verdict.decide import TestVerdict
+
+PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line options and ini values, resolved once."""
+
+    recipe_path: str | None
+    testbed: str | None
+    save_baseline: bool
+    require_baseline: bool
+    baseline_dir: str | None
+    report_dir: Path
+    mlflow_uri: str | None
+    mlflow_enabled: bool
+    allow_parallel: bool
+    repetitions: int | None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Options:
+        root = config.rootpath
+        recipe = config.getoption("hwbench_recipe")
+        if recipe is None:
+            ini = config.getini("hwbench_recipe")
+            if ini:
+                base = config.inipath.parent if config.inipath else root
+                recipe = str(Path(base, ini))
+        report_dir = config.getoption("hwbench_report_dir") or config.getini("hwbench_report_dir") or "reports"
+        mlflow_ini = (config.getini("hwbench_mlflow") or "").strip()
+        uri = config.getoption("hwbench_mlflow") or (mlflow_ini if mlflow_ini not in ("", "off") else None)
+        enabled = not config.getoption("no_hwbench_mlflow") and mlflow_ini != "off"
+        return cls(recipe_path=recipe, testbed=config.getoption("hwbench_testbed"),
+                   save_baseline=config.getoption("hwbench_save_baseline"),
+                   require_baseline=config.getoption("hwbench_require_baseline"),
+                   baseline_dir=config.getoption("hwbench_baseline_dir"),
+                   report_dir=Path(root, report_dir), mlflow_uri=uri, mlflow_enabled=enabled,
+                   allow_parallel=config.getoption("hwbench_allow_parallel"),
+                   repetitions=config.getoption("hwbench_repetitions"))
+
+
+def load_session_recipe(path: str | None) -> Recipe:
+    """The recipe named by ``--recipe``/ini, else the embedded default."""
+    from pytest_hwbench.recipe.loader import default_recipe, load_recipe
+
+    return load_recipe(path) if path else default_recipe()
+
+
+def encode_samples(arr: np.ndarray) -> str:
+    """Raw samples as base64 of little-endian float64: a plain string that travels through xdist."""
+    return base64.b64encode(np.ascontiguousarray(arr, dtype="<f8").tobytes()).decode("ascii")
+
+
+def decode_samples(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f8")
+
+
+def plain(value: Any) -> Any:
+    """A parameter value as a plain JSON type (repr for anything else)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return repr(value)
+
+
+class HwbenchSession:
+    """State of one pytest session for pytest-hwbench."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.options = Options.from_config(config)
+        self.is_worker = hasattr(config, "workerinput")
+        self.recipe = load_session_recipe(self.options.recipe_path)
+        self.run_id = new_run_id()
+        self.started_at = time.time()
+        self.results: dict[str, dict[str, Any]] = {}
+        self.writer: RunWriter | None = None
+        self.mlflow_warning: str | None = None
+        self.mlflow_run_id: str | None = None
+        self.baseline_written: list[str] = []
+        self._to_save: dict[str, tuple[dict[str, MetricResult], dict[str, Any]]] = {}
+
+    # -- lazily computed environment --------------------------------------------------------------------
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        from pytest_hwbench.measure.fingerprint import collect_fingerprint
+
+        return collect_fingerprint(self.config.rootpath)
+
+    @cached_property
+    def testbed(self) -> str:
+        from pytest_hwbench.measure.fingerprint import derive_testbed
+
+        return self.options.testbed or self.recipe.testbed or derive_testbed(self.fingerprint)
+
+    @cached_property
+    def baseline_dir(self) -> Path:
+        return Path(self.config.rootpath, self.options.baseline_dir or self.recipe.baseline.dir)
+
+    @cached_property
+    def baseline_store(self) -> Any:
+        from pytest_hwbench.verdict.baseline import BaselineStore
+
+        return BaselineStore(self.baseline_dir, self.testbed)
+
+    @property
+    def require_baseline(self) -> bool:
+        return self.options.require_baseline or self.recipe.baseline.require
+
+    def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
+        """(warmup, repetitions) for a test: marker, then ``--hwbench-repetitions``, then the recipe."""
+        marker = item.get_closest_marker("hwbench")
+        kw = marker.kwargs if marker else {}
+        reps = kw.get("repetitions") or self.options.repetitions or self.recipe.repetitions
+        warmup = kw.get("warmup", self.recipe.warmup)
+        return int(warmup), int(reps)
+
+    # -- judging (runs where the test runs) ------------------------------------------------------------
+    def slo_expressions(self, item: pytest.Item) -> list[Any]:
+        """Parsed SLOs for a test: recipe rules matching its node id, then the marker's."""
+        from pytest_hwbench.verdict.slo import parse_slo
+
+        exprs = [parse_slo(text, f"{self.recipe.path}: slo.{pattern!r}")
+                 for pattern, text in self.recipe.slos_for(item.nodeid)]
+        marker = item.get_closest_marker("hwbench")
+        marker_slo = marker.kwargs.get("slo", []) if marker else []
+        if isinstance(marker_slo, str):
+            marker_slo = [marker_slo]
+        exprs += [parse_slo(text, f"@pytest.mark.hwbench(slo=...) on {item.nodeid}") for text in marker_slo]
+        return exprs
+
+    def judge(self, item: pytest.Item, recorder: Recorder) -> tuple[TestVerdict, dict[str, Any]]:
+        """Evaluate SLOs and the baseline for a finished measurement. Returns the verdict and the payload
+        (plain JSON) that travels to the controller."""
+        from pytest_hwbench.verdict.slo import evaluate_slos
+
+        verdict = TestVerdict()
+        metrics = recorder.results()
+        slo_results: list[Any] = []
+        baseline: dict[str, Any] | None = None
+        if not metrics:
+            verdict.fail(f"{item.name}: the test requested the hwbench fixture but recorded no metric "
+                         "(call hwbench.record(...) or use hwbench.timer(...))")
+        try:
+            exprs = self.slo_expressions(item)
+        except HwbenchInputError as err:
+            verdict.fail(str(err))
+            exprs = []
+        if metrics:
+            slo_results = evaluate_slos(exprs, metrics, item.nodeid)
+            for res in slo_results:
+                if not res.passed:
+                    verdict.fail(res.message)
+            baseline = self._judge_baseline(item, metrics, verdict)
+        payload = {
+            "test_id": item.nodeid, "name": item.name, "params": self.params_of(item),
+            "trials": recorder.trial_count,
+            "metrics": {name: m.to_dict() for name, m in metrics.items()},
+            "slo": [r.to_dict() for r in slo_results], "baseline": baseline,
+            **verdict.to_dict(),
+            "samples": {name: encode_samples(m.samples()) for name, m in recorder.metrics.items() if m.trials},
+            "extra": plain(recorder.extra),
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        }
+        return verdict, payload
+
+    def _judge_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
+                        verdict: TestVerdict) -> dict[str, Any] | None:
+        if self.options.save_baseline:
+            verdict.baseline_status = "SAVED"
+            return {"status": "SAVED"}
+        try:
+            entry = self.baseline_store.load(item.nodeid)
+        except HwbenchInputError as err:
+            verdict.baseline_status = "ERROR"
+            verdict.fail(str(err))
+            return {"status": "ERROR", "message": str(err)}
+        if entry is None:
+            verdict.baseline_status = "NO_BASELINE"
+            text = (f"{item.name}: no baseline for testbed {self.testbed!r} in {self.baseline_dir} "
+                    "(save one with --hwbench-save-baseline)")
+            if self.require_baseline:
+                verdict.fail(text + " and --hwbench-require-baseline is set")
+            return {"status": "NO_BASELINE"}
+        from pytest_hwbench.verdict.baseline import compare_test
+
+        result = compare_test(metrics, entry, self.recipe.baseline, self.fingerprint)
+        verdict.baseline_status = result.status
+        for mv in result.metrics:
+            if mv.status == "FAIL" or mv.status == "MISSING_METRIC":
+                verdict.fail(f"{item.name}: baseline regression: {mv.message}")
+            elif mv.status == "INCONCLUSIVE":
+                if self.recipe.baseline.inconclusive_for(mv.metric) == "fail":
+                    verdict.fail(f"{item.name}: baseline inconclusive (policy fail): {mv.message}")
+                else:
+                    verdict.warn(f"{item.name}: baseline inconclusive: {mv.message}")
+            elif mv.status == "STALE":
+                verdict.warn(f"{item.name}: baseline stale (big improvement, re-save it): {mv.message}")
+        if verdict.verdict == "FAIL" and result.env_diff_text:
+            verdict.failures.append(f"environment vs baseline: {result.env_diff_text}")
+        return result.to_dict()
+
+    def wants_rerun(self, payload: dict[str, Any]) -> bool:
+        """True when a metric is INCONCLUSIVE and its policy is ``rerun``."""
+        baseline = payload.get("baseline") or {}
+        return any(m.get("status") == "INCONCLUSIVE"
+                   and self.recipe.baseline.inconclusive_for(m.get("metric", "")) == "rerun"
+                   for m in baseline.get("metrics", []))
+
+    @staticmethod
+    def params_of(item: pytest.Item) -> dict[str, Any]:
+        callspec = getattr(item, "callspec", None)
+        return {k: plain(v) for k, v in callspec.params.items()} if callspec else {}
+
+    # -- collecting and writing (controller only) ------------------------------------------------------
+    def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
+        """Take one test's payload from its call report: keep it, append it, write its raw samples."""
+        samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
+        payload["outcome"] = report.outcome
+        payload["duration_s"] = report.duration
+        payload = redact(payload, self.recipe.secret_values)
+        self.results[payload["test_id"]] = payload
+        writer = self._writer()
+        writer.append_result(payload)
+        writer.write_samples(payload["test_id"], samples)
+        if self.options.save_baseline and report.outcome == "passed" and payload["metrics"]:
+            self._to_save[payload["test_id"]] = (
+                {n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()}, self.fingerprint)
+
+    def add_skip(self, report: pytest.TestReport) -> None:
+        """Record a skipped hwbench test (e.g. the recipe provides no such service) so it shows."""
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        payload = {"test_id": report.nodeid, "name": report.nodeid.split("::")[-1], "outcome": "skipped",
+                   "verdict": "SKIP", "skip_reason": reason, "metrics": {}, "slo": [], "baseline": None,
+                   "failures": [], "warnings": []}
+        self.results[report.nodeid] = payload
+        self._writer().append_result(redact(payload, self.recipe.secret_values))
+
+    def _writer(self) -> RunWriter:
+        if self.writer is None:
+            self.writer = RunWriter(self.options.report_dir, self.run_id)
+            self.writer.write_manifest(self.manifest(complete=False, exitstatus=None))
+        return self.writer
+
+    def manifest(self, *, complete: bool, exitstatus: int | None) -> dict[str, Any]:
+        recipe = self.recipe
+        return redact({
+            "schema": SCHEMA_VERSION, "run_id": self.run_id, "hwbench_version": __version__,
+            "started_at": _iso(self.started_at), "finished_at": _iso(time.time()) if complete else None,
+            "complete": complete, "exit_status": exitstatus,
+            "command_line": [sys.executable, *sys.argv[1:]] if sys.argv else [],
+            "invocation_args": list(self.config.invocation_params.args),
+            "cwd": str(self.config.invocation_params.dir),
+            "testbed": self.testbed,
+            "recipe": {"path": recipe.path, "name": recipe.name, "sha256": recipe.sha256, "text": recipe.text},
+            "options": {"save_baseline": self.options.save_baseline,
+                        "require_baseline": self.require_baseline,
+                        "allow_parallel": self.options.allow_parallel,
+                        "baseline_dir": str(self.baseline_dir)},
+            "fingerprint": self.fingerprint, "git": self.fingerprint.get("git"),
+        }, recipe.secret_values)
+
+    def finish(self, exitstatus: int) -> None:
+        """Session end on the controller: results.json, run.json, baselines, MLflow. Never raises for
+        reporting problems: they become warnings in the terminal summary."""
+        if self.writer is None:
+            return
+        complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        results_doc = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "testbed": self.testbed,
+                       "complete": complete, "tests": list(self.results.values()),
+                       "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256}}
+        self.writer.write_results(results_doc)
+        if self._to_save and complete:
+            self.baseline_store.save(self._to_save)
+            self.baseline_written = sorted(self._to_save)
+        manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
+        self.writer.write_manifest(manifest)
+        self.writer.close()
+        self._log_mlflow(manifest)
+
+    def mlflow_uri(self) -> str | None:
+        if not (self.options.mlflow_enabled and self.recipe.mlflow.enabled):
+            return None
+        uri = (self.options.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+               or self.recipe.mlflow.tracking_uri)
+        return uri or f"sqlite:///{(self.options.report_dir / 'mlflow.db').resolve()}"
+
+    def _log_mlflow(self, manifest: dict[str, Any]) -> None:
+        uri = self.mlflow_uri()
+        if uri is None or self.writer is None:
+            return
+        from pytest_hwbench.report.mlflow_log import log_session
+
+        outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, list(self.results.values()),
+                              [self.writer.dir / "results.json", self.writer.dir / "run.json"],
+                              self.recipe.secret_values)
+        self.mlflow_warning = outcome.warning
+        self.mlflow_run_id = outcome.parent_run_id if outcome.ok else None
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def dumps_payload(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, allow_nan=False)
