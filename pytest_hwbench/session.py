@@ -112,6 +112,7 @@ class HwbenchSession:
         self.mlflow_warning: str | None = None
         self.mlflow_run_id: str | None = None
         self.baseline_written: list[str] = []
+        self.baseline_error: str | None = None
         self._to_save: dict[str, tuple[dict[str, MetricResult], dict[str, Any]]] = {}
 
     # -- lazily computed environment --------------------------------------------------------------------
@@ -231,7 +232,7 @@ class HwbenchSession:
             elif mv.status == "STALE":
                 verdict.warn(f"{item.name}: baseline stale (big improvement, re-save it): {mv.message}")
         if verdict.verdict == "FAIL" and result.env_diff_text:
-            verdict.failures.append(f"environment vs baseline: {result.env_diff_text}")
+            verdict.failures.append(result.env_diff_text)
         return result.to_dict()
 
     def wants_rerun(self, payload: dict[str, Any]) -> bool:
@@ -305,8 +306,11 @@ class HwbenchSession:
                        "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256}}
         self.writer.write_results(results_doc)
         if self._to_save and complete:
-            self.baseline_store.save(self._to_save)
-            self.baseline_written = sorted(self._to_save)
+            try:
+                self.baseline_store.save(self._to_save)
+                self.baseline_written = sorted(self._to_save)
+            except HwbenchInputError as err:  # an existing file is broken: keep it, say so
+                self.baseline_error = f"baselines not saved: {err}"
         manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
         self.writer.write_manifest(manifest)
         self.writer.close()

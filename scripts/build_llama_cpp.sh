@@ -32,7 +32,7 @@ have_bins() { [ -x "$1/llama-server" ] && [ -x "$1/llama-bench" ]; }
 if [ -n "$VERSION" ]; then
   if have_bins "$CACHE_ROOT/$VERSION/bin"; then log "cached"; echo "$CACHE_ROOT/$VERSION/bin"; exit 0; fi
 elif [ -d "$CACHE_ROOT" ]; then
-  for d in $(ls -1 "$CACHE_ROOT" 2>/dev/null | sort -rV); do
+  for d in $(find "$CACHE_ROOT" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -rV); do
     if have_bins "$CACHE_ROOT/$d/bin"; then log "cached"; echo "$CACHE_ROOT/$d/bin"; exit 0; fi
   done
 fi
@@ -47,8 +47,10 @@ trap 'rm -rf "$WORK"' EXIT
 SPEC="llama-cpp-python"
 [ -n "$VERSION" ] && SPEC="llama-cpp-python==$VERSION"
 log "downloading sdist $SPEC"
-python3 -m pip download -q --no-deps --no-binary :all: -d "$WORK/dl" "$SPEC" >&2
-SDIST="$(ls "$WORK"/dl/llama_cpp_python-*.tar.gz "$WORK"/dl/llama-cpp-python-*.tar.gz 2>/dev/null | head -n1)"
+# --no-binary for this one package only: with ":all:" pip also builds the sdist's build requirements
+# (scikit-build-core, hatchling, ...) from source just to read its metadata, which takes many minutes.
+python3 -m pip download -q --no-deps --no-binary llama-cpp-python -d "$WORK/dl" "$SPEC" >&2
+SDIST="$(find "$WORK/dl" -maxdepth 1 -name 'llama[-_]cpp[-_]python-*.tar.gz' | head -n1)"
 [ -n "$SDIST" ] || { log "no sdist downloaded"; exit 4; }
 VER="$(basename "$SDIST" .tar.gz)"; VER="${VER#llama_cpp_python-}"; VER="${VER#llama-cpp-python-}"
 BIN="$CACHE_ROOT/$VER/bin"
@@ -56,7 +58,7 @@ if have_bins "$BIN"; then log "cached"; echo "$BIN"; exit 0; fi
 
 log "unpacking $SDIST (version $VER)"
 tar -xzf "$SDIST" -C "$WORK"
-SRC="$(ls -d "$WORK"/llama_cpp_python-*/vendor/llama.cpp "$WORK"/llama-cpp-python-*/vendor/llama.cpp 2>/dev/null | head -n1)"
+SRC="$(find "$WORK" -mindepth 3 -maxdepth 3 -type d -path '*/vendor/llama.cpp' | head -n1)"
 [ -f "$SRC/CMakeLists.txt" ] || { log "vendor/llama.cpp not found in the sdist"; exit 4; }
 
 log "configuring (CPU only, Release, no curl)"

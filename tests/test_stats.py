@@ -344,7 +344,7 @@ def test_ratio_input_errors():
         bootstrap_ratio_of_medians([], [1.0])
     with pytest.raises(ValueError, match="baseline is empty"):
         bootstrap_ratio_of_medians([1.0], [])
-    with pytest.raises(ValueError, match="baseline contain non-finite values: 1 NaN"):
+    with pytest.raises(ValueError, match="non-finite values in baseline: 1 NaN"):
         bootstrap_ratio_of_medians([1.0], [1.0, float("nan")])
     with pytest.raises(ValueError, match="resamples"):
         bootstrap_ratio_of_medians([1.0], [1.0], resamples=0)

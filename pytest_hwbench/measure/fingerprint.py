@@ -23,6 +23,7 @@ import copy
 import functools
 import hashlib
 import importlib.metadata
+import math
 import os
 import platform
 import re
@@ -311,26 +312,21 @@ def cpu_slug(model: str) -> str:
     return slug or "unknown-cpu"
 
 
-#: Nominal memory sizes are 2^k and 3*2^k GiB (DIMM population); see memory_class_gib.
-_NOMINAL_GIB = sorted({m * 2**k for k in range(0, 16) for m in (1, 3)})
-
-
 def memory_class_gib(total_gib: float | None) -> int:
-    """Memory size for the testbed slug: the nominal size when the OS total is just below one, else rounded.
+    """Memory size for the testbed slug: the OS total rounded *up* to 1/8 of its power-of-two octave.
 
-    The OS reports installed memory minus firmware/kernel reservations (512 GiB shows as ~503 GiB) and
+    The OS reports installed memory minus firmware/kernel reservations (512 GiB shows as ~503 GiB), and
     those reservations move with kernel, firmware and driver upgrades: exactly the changes a baseline is
-    meant to gate. Snapping to the nominal size (within 8 % below it) keeps the slug stable across them;
-    other sizes (VMs with odd sizes) round to the nearest integer.
+    meant to gate, so plain rounding would flip the slug (and orphan the baseline) right when it matters.
+    Installed sizes are multiples of that granularity (16, 24, 48, 96, 480, 512, 576, 768, 1152, 1536 ...)
+    and reservations are far below it, so rounding up recovers the installed size and stays put across
+    upgrades. Granularity is at least 1 GiB. Odd VM sizes may land on the next step (a 100 GiB VM reads
+    104); the value names a class, not an exact byte count.
     """
     if not total_gib or total_gib <= 0:
         return 0
-    for nominal in _NOMINAL_GIB:
-        if nominal >= total_gib:
-            if total_gib >= nominal * 0.92:
-                return nominal
-            break
-    return max(1, round(total_gib))
+    step = max(1.0, 2.0 ** (math.floor(math.log2(total_gib)) - 3))
+    return int(math.ceil(round(total_gib / step, 6)) * step)
 
 
 def _gpu_slug(fp: dict[str, Any]) -> str:

@@ -258,8 +258,8 @@ def _raise_if_nonfinite(x: np.ndarray, what: str) -> None:
     n_nan = int(np.count_nonzero(np.isnan(x)))
     n_inf = int(np.count_nonzero(np.isinf(x)))
     if n_nan or n_inf:
-        raise ValueError(f"{what} contain non-finite values: {n_nan} NaN and {n_inf} infinite out of "
-                         f"{x.size}; drop failed measurements before recording them")
+        raise ValueError(f"non-finite values in {what}: {n_nan} NaN and {n_inf} infinite out of {x.size}; "
+                         "drop failed measurements before recording them")
 
 
 def _linear_position(n: int, percent: float) -> tuple[int, int, int, float]:

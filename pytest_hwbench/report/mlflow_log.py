@@ -23,7 +23,9 @@ mlflow is imported lazily: importing it costs ~1.5 s, which sessions that do not
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -31,11 +33,13 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +58,8 @@ MAX_PARAM_VALUE_LENGTH = 6000
 MAX_TAG_VALUE_LENGTH = 8000
 
 PROBE_TIMEOUT_S = 3.0
+#: Child runs logged concurrently to an HTTP tracking server (each is 3 requests).
+HTTP_PARALLEL_RUNS = 4
 REDACTED = "***"
 #: "***" is not a legal character sequence in an MLflow key, so a secret inside a key becomes this.
 REDACTED_KEY = "REDACTED"
@@ -77,6 +83,8 @@ class MlflowOutcome:
     child_run_ids: list[str] = field(default_factory=list)
     warning: str | None = None
     elapsed_s: float = 0.0
+    #: Link to the parent run in the MLflow UI (tracking servers only), for the terminal summary.
+    parent_run_url: str | None = None
 
 
 # ------------------------------------------------------------------------------------------ redaction
@@ -312,6 +320,8 @@ def _probe(uri: str, experiment: str) -> str | None:
         return None
     except urllib.error.URLError as err:
         reason = err.reason
+        if isinstance(reason, ssl.SSLError):
+            return None  # TLS answered; certificate settings are mlflow's business (MLFLOW_TRACKING_*)
         if isinstance(reason, ConnectionRefusedError):
             return "connection refused"
         if isinstance(reason, socket.gaierror):
@@ -319,7 +329,7 @@ def _probe(uri: str, experiment: str) -> str | None:
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return f"no answer within {PROBE_TIMEOUT_S:g} s"
         return str(reason)
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return f"no answer within {PROBE_TIMEOUT_S:g} s"
     except (OSError, ValueError) as err:
         return str(err) or type(err).__name__
@@ -331,11 +341,15 @@ def _mlflow_env(request_timeout_s: int) -> Iterator[None]:
 
     Values the user set explicitly are respected; everything is restored afterwards, because the lead
     process may use mlflow for other things. mlflow's chatty INFO logging (schema migrations on first
-    use of a sqlite file) is silenced for the duration too: it is noise at the end of a test session.
+    use of a sqlite file), progress bars, "View run" lines and library warnings are silenced for the
+    duration too: they are noise at the end of a test session.
     """
     wanted = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(request_timeout_s)),
+        # else set_terminated prints two "View run" lines per run to stdout (and fetches the run again)
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     saved = {k: os.environ.get(k) for k in wanted}
     for k, v in wanted.items():
@@ -345,9 +359,13 @@ def _mlflow_env(request_timeout_s: int) -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
-        yield
+        # mlflow's own deprecation warnings (SQLAlchemy, starlette) would land in the user's pytest
+        # warnings summary, about code they cannot change
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
         for k, old in saved.items():
             if old is None:
@@ -505,6 +523,25 @@ def _child_entities(result: Mapping[str, Any], manifest: Mapping[str, Any], pare
     return ent
 
 
+def _log_child(client: Any, exp_id: str, parent_id: str, manifest: Mapping[str, Any], redactor: _Redactor,
+               result: Mapping[str, Any]) -> str:
+    """Create, fill and finish one test's child run; returns its run id."""
+    now_ms = int(time.time() * 1000)
+    duration_ms = int((_finite(result.get("duration_s")) or 0.0) * 1000)
+    start = _to_ms(result.get("started_at"))
+    # Without a recorded start, end the run now and start it duration earlier, so MLflow shows the
+    # test's real duration rather than the time it took to log it.
+    end = start + duration_ms if start is not None else now_ms
+    start = start if start is not None else now_ms - duration_ms
+    ent = _child_entities(result, manifest, parent_id, redactor, end)
+    name = redactor.text(str(result.get("name") or result.get("test_id") or "test"))
+    child = client.create_run(exp_id, start_time=start, tags=ent.tags, run_name=_truncate(name, 250))
+    ent.tags = {}  # already set at creation
+    _log_entities(client, child.info.run_id, ent)
+    client.set_terminated(child.info.run_id, "FINISHED", end_time=end)
+    return str(child.info.run_id)
+
+
 # --------------------------------------------------------------------------------------- public API
 
 def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results: list[dict],
@@ -527,17 +564,23 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
     if report_dir is None and artifacts:
         report_dir = Path(artifacts[0]).parent
     where = f"; files are in {report_dir}/" if report_dir else ""
+    experiment = experiment or "hwbench"
+    remote = tracking_uri.startswith(("http://", "https://"))
+
+    exp_id: str | None = None
 
     def outcome(ok: bool, warning: str | None, parent: str | None = None,
                 children: list[str] | None = None) -> MlflowOutcome:
         if warning:
             warning = redactor.text(warning)
             _log.debug("%s", warning)  # the caller shows it once; logging it too would print it twice
+        url = None
+        if remote and parent and exp_id is not None:
+            url = f"{shown_uri.rstrip('/')}/#/experiments/{exp_id}/runs/{parent}"
         return MlflowOutcome(ok=ok, parent_run_id=parent, child_run_ids=children or [], warning=warning,
-                             elapsed_s=round(time.monotonic() - t0, 3))
+                             elapsed_s=round(time.monotonic() - t0, 3), parent_run_url=url)
 
-    experiment = experiment or "hwbench"
-    if tracking_uri.startswith(("http://", "https://")):
+    if remote:
         why = _probe(tracking_uri, experiment)
         if why is not None:
             return outcome(False, f"MLflow at {shown_uri} unreachable ({why}): run {run_id} with {n} test "
@@ -547,12 +590,16 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
     children: list[str] = []
     notes: list[str] = []
     try:
+        # imported before _mlflow_env: mlflow resets its logger level when first imported
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        return outcome(False, f"mlflow not installed: run {run_id} with {n} test results was not "
+                              f"logged to {shown_uri}{where}")
+    except Exception as err:
+        return outcome(False, f"mlflow failed to import ({err}): run {run_id} with {n} test results was not "
+                              f"logged to {shown_uri}{where}")
+    try:
         with _mlflow_env(request_timeout_s):
-            try:
-                from mlflow.tracking import MlflowClient
-            except ImportError:
-                return outcome(False, f"mlflow not installed: run {run_id} with {n} test results was not "
-                                      f"logged to {shown_uri}{where}")
             client = MlflowClient(tracking_uri=tracking_uri)
             exp_id = _experiment_id(client, tracking_uri, experiment)
             now_ms = int(time.time() * 1000)
@@ -563,19 +610,21 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
             parent_ent.tags = {}  # already set at creation
             _log_entities(client, parent_id, parent_ent)
 
-            for result in results:
-                start = _to_ms(result.get("started_at"))
-                duration = _finite(result.get("duration_s"))
-                end = (start if start is not None else int(time.time() * 1000)) + int((duration or 0) * 1000)
-                ent = _child_entities(result, run_manifest, parent_id, redactor, end)
-                name = redactor.text(str(result.get("name") or result.get("test_id") or "test"))
-                child = client.create_run(exp_id, start_time=start, tags=ent.tags,
-                                          run_name=_truncate(name, 250))
-                ent.tags = {}
-                _log_entities(client, child.info.run_id, ent)
-                client.set_terminated(child.info.run_id, "FINISHED",
-                                      end_time=end if start is not None else None)
-                children.append(child.info.run_id)
+            log_child = functools.partial(_log_child, client, exp_id, parent_id, run_manifest, redactor)
+            if remote and len(results) > 1:
+                # latency-bound over HTTP: a few requests in flight cut a 100-test session several-fold
+                with concurrent.futures.ThreadPoolExecutor(max_workers=HTTP_PARALLEL_RUNS) as pool:
+                    futures = [pool.submit(log_child, r) for r in results]
+                    try:
+                        for fut in futures:
+                            children.append(fut.result())
+                    except BaseException:
+                        for fut in futures:
+                            fut.cancel()
+                        raise
+            else:  # SQLite serialises writers anyway; threads would only add "database is locked"
+                for result in results:
+                    children.append(log_child(result))
 
             with tempfile.TemporaryDirectory(prefix="hwbench-mlflow-") as tmp:
                 for path in map(Path, artifacts):

@@ -71,6 +71,8 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
     if hw.baseline_written:
         tr.write_line(f"hwbench baselines saved for {len(hw.baseline_written)} test(s) under "
                       f"{hw.baseline_dir / hw.testbed}")
+    if hw.baseline_error:
+        tr.write_line(f"hwbench ERROR: {hw.baseline_error}", red=True, bold=True)
     if hw.mlflow_run_id:
         tr.write_line(f"hwbench MLflow run {hw.mlflow_run_id} at {hw.mlflow_uri()}")
     if hw.mlflow_warning:

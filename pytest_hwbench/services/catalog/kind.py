@@ -1,0 +1,176 @@
+"""``ServiceKind``: what the catalog knows about one kind of service (redis, vllm, ...).
+
+A kind supplies defaults that work out of the box — image, binary, port, health probe, the command line
+built from recipe settings — and optional hooks (prepare a data dir, pull/load a model). Backends own
+*how* it runs (container, local process, remote URL); a kind only says *what* runs. Adding a kind is one
+module in this package that calls :func:`pytest_hwbench.services.catalog.register`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.services.base import Endpoint, StartContext
+from pytest_hwbench.services.probes import HttpProbe, Probe
+
+# Settings every kind accepts, per backend. Kind-specific ones are declared in ServiceKind.settings.
+COMMON_SETTINGS: dict[str, str] = {
+    "args": "extra command-line arguments appended to the kind's defaults",
+    "env": "extra environment variables (mapping)",
+    "health": "override the health check: none | tcp | {http: /path} | {tcp: true, send, expect} | {command: [...]}",
+    "startup_timeout": "seconds to wait for the health check to pass",
+}
+BACKEND_SETTINGS: dict[str, dict[str, str]] = {
+    "process": {
+        "binary": "executable name on PATH or an absolute path",
+        "port": "fixed port to listen on (default: a free port is reserved)",
+        "run_as": "OS user to run as (root only; some servers refuse to run as root)",
+    },
+    "docker": {
+        "image": "container image (must exist locally or be pullable)",
+        "command": "full container command, replacing the kind's default",
+        "port": "fixed host port to publish on 127.0.0.1 (default: Docker picks one)",
+        "volumes": "host_path: container_path[:ro] mapping, or a list of 'host:container[:mode]'",
+        "gpus": "'all', a count, or a list of device ids (NVIDIA device requests)",
+        "pull": "missing (default) | never | always",
+        "shm_size": "shared memory size, e.g. 8g",
+    },
+    "external": {
+        "url": "the running service's URL (required)",
+        "extra": "extra endpoint fields handed to tests (mapping)",
+    },
+}
+
+
+class ServiceKind:
+    """Base class of a catalog entry; subclasses override attributes and hooks."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    port: ClassVar[int] = 0
+    """The port the service listens on inside a container (and its conventional port)."""
+    extra_ports: ClassVar[dict[str, int]] = {}
+    """Named additional container ports (e.g. triton's grpc/metrics); process backend reserves free ones."""
+    image: ClassVar[str | None] = None
+    binary: ClassVar[str | None] = None
+    binary_search: ClassVar[tuple[str, ...]] = ()
+    """Glob patterns searched (newest first) when ``binary`` is not on PATH, e.g. Debian's postgres dir."""
+    scheme: ClassVar[str] = "http"
+    settings: ClassVar[dict[str, str]] = {}
+    required: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Settings that must be given, per backend ('docker', 'process', 'external')."""
+    startup_timeout: ClassVar[float] = 60.0
+    stop_signal: ClassVar[int] = signal.SIGTERM
+    default_gpus: ClassVar[Any] = None
+    non_root: ClassVar[bool] = False
+    """The server refuses to run as root: the process backend drops to ``run_as`` (default ``postgres``/nobody)."""
+    model_loads_at_start: ClassVar[bool] = False
+    """The server answers before its model is loaded: first-answer → ready is reported as model load time."""
+
+    # -- settings ---------------------------------------------------------------------------------------
+    def known_settings(self, backend: str) -> dict[str, str]:
+        return {**COMMON_SETTINGS, **BACKEND_SETTINGS.get(backend, {}), **self.settings}
+
+    def validate(self, name: str, backend: str, settings: Mapping[str, Any], source: str | None = None) -> None:
+        """Reject unknown or missing settings with the field and the accepted names (not a KeyError later)."""
+        known = self.known_settings(backend)
+        for key in settings:
+            if key not in known:
+                raise HwbenchInputError(
+                    f"unknown setting {key!r} for a {self.name} service on the {backend} backend",
+                    file=source, field=f"services.{name}.{key}",
+                    fix="use one of " + ", ".join(sorted(known)))
+        for key in self.required.get(backend, ()):
+            if settings.get(key) in (None, ""):
+                raise HwbenchInputError(
+                    f"a {self.name} service on the {backend} backend needs {key!r}", file=source,
+                    field=f"services.{name}.{key}", fix=f"add {key}: <{known.get(key, 'value')}>")
+
+    # -- process backend --------------------------------------------------------------------------------
+    def find_binary(self, configured: str | None) -> str | None:
+        """Absolute path of the executable, or None. A configured path wins; then PATH; then search globs."""
+        name = configured or self.binary
+        if not name:
+            return None
+        if os.sep in name:
+            return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+        found = shutil.which(name)
+        if found:
+            return found
+        for pattern in self.binary_search:
+            for cand in sorted(glob.glob(os.path.expanduser(pattern)), reverse=True):
+                if os.path.isfile(cand) and os.access(cand, os.X_OK):
+                    return cand
+        return None
+
+    def process_args(self, ctx: StartContext, binary: str) -> list[str]:
+        """argv after the binary, for the process backend (listen on ``ctx.host:ctx.port``)."""
+        return []
+
+    def process_env(self, ctx: StartContext) -> dict[str, str]:
+        return {}
+
+    def prepare_process(self, ctx: StartContext, binary: str) -> None:
+        """Create data directories etc. in ``ctx.work_dir`` before the process starts."""
+
+    # -- docker backend ---------------------------------------------------------------------------------
+    def container_command(self, ctx: StartContext) -> list[str] | None:
+        """Container command (None: the image's default)."""
+        return None
+
+    def container_env(self, ctx: StartContext) -> dict[str, str]:
+        return {}
+
+    def container_volumes(self, ctx: StartContext) -> dict[str, dict[str, str]]:
+        """Extra volumes the kind needs (e.g. a model file), docker SDK form {host: {bind, mode}}."""
+        return {}
+
+    # -- all backends -----------------------------------------------------------------------------------
+    def probe(self, ctx: StartContext) -> Probe:
+        return HttpProbe()
+
+    def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
+        """The endpoint tests get; kinds add connection details (DSN, model name, keys) to ``extra``."""
+        url = f"{self.scheme}://{host}:{port}"
+        extra: dict[str, Any] = {f"{k}_port": v for k, v in ports.items()}
+        return Endpoint(host=host, port=port, url=url, extra=extra, name=ctx.name, kind=self.name)
+
+    def after_ready(self, ctx: StartContext, endpoint: Endpoint) -> dict[str, Any]:
+        """Work after the health check passes (pull/load a model); returns info fields, e.g. model_load_s."""
+        return {}
+
+    def describe(self) -> str:
+        """One catalog line: name, summary, defaults."""
+        bits = [f"port {self.port}"]
+        if self.image:
+            bits.append(f"image {self.image}")
+        if self.binary:
+            bits.append(f"binary {self.binary}")
+        return f"{self.name}: {self.summary} ({', '.join(bits)})"
+
+
+def as_args(value: Any, *, field: str, source: str | None) -> list[str]:
+    """A recipe ``args`` value as argv strings (a list, or one string split on whitespace)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    raise HwbenchInputError(f"expected a list of arguments, got {type(value).__name__}", file=source,
+                            field=field, fix='write args: ["--flag", "value"]')
+
+
+def as_env(value: Any, *, field: str, source: str | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    raise HwbenchInputError(f"expected a mapping, got {type(value).__name__}", file=source, field=field,
+                            fix="write env: {NAME: value}")

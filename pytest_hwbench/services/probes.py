@@ -1,0 +1,191 @@
+"""Health probes: is the service answering, and is it ready to be measured?
+
+Why three states (``DOWN`` / ``ANSWERING`` / ``READY``) instead of a bool: an engine like llama-server or
+vLLM answers HTTP long before its model is loaded (``/health`` → 503). The time between the first answer
+and ready is the model load time, reported apart from process start-up (issue #4, models).
+
+Why TCP probes send a protocol request: a port published by Docker is accepted by docker-proxy even when
+nothing listens inside the container, so a bare connect proves nothing there.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pytest_hwbench.errors import HwbenchInputError
+
+
+class State(Enum):
+    DOWN = 0
+    ANSWERING = 1
+    READY = 2
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    state: State
+    detail: str = ""
+
+
+class Probe:
+    """A readiness check against ``host:port``; must return quickly (each attempt is bounded)."""
+
+    description = "probe"
+
+    def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class HttpProbe(Probe):
+    """GET each path in turn; READY on an accepted status, ANSWERING on any other HTTP answer."""
+
+    paths: tuple[str, ...] = ("/health",)
+    ok_status: tuple[int, ...] = (200,)
+    scheme: str = "http"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"HTTP GET {' or '.join(self.paths)} → {'/'.join(map(str, self.ok_status))}"
+
+    def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
+        state, detail = State.DOWN, "no answer"
+        for path in self.paths:
+            url = f"{self.scheme}://{_urlhost(host)}:{port}{path}"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL
+                    status = resp.status
+                    body = resp.read(200)
+            except urllib.error.HTTPError as err:
+                status, body = err.code, (err.read(200) if err.fp else b"")
+            except (OSError, ValueError) as err:
+                detail = f"{path}: {err}"
+                continue
+            if status in self.ok_status:
+                return ProbeResult(State.READY, f"{path} → {status}")
+            state, detail = State.ANSWERING, f"{path} → {status} {body.decode('utf-8', 'replace')[:120]}"
+        return ProbeResult(state, detail)
+
+
+@dataclass(frozen=True)
+class TcpProbe(Probe):
+    """Connect; with ``send``, also send it and wait for ``expect`` in the reply."""
+
+    send: bytes | None = None
+    expect: bytes | None = None
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return "TCP connect" + (f" + {self.send!r} → {self.expect!r}" if self.send else "")
+
+    def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                if self.send is None:
+                    return ProbeResult(State.READY, "connected")
+                sock.sendall(self.send)
+                reply = b""
+                while self.expect is not None and self.expect not in reply and len(reply) < 4096:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+        except OSError as err:
+            return ProbeResult(State.DOWN, str(err))
+        if self.expect is None or self.expect in reply:
+            return ProbeResult(State.READY, reply[:80].decode("utf-8", "replace"))
+        if reply:
+            return ProbeResult(State.ANSWERING, reply[:120].decode("utf-8", "replace").strip())
+        return ProbeResult(State.DOWN, "connection closed without an answer")
+
+
+@dataclass(frozen=True)
+class CommandProbe(Probe):
+    """Run a command (``{host}`` and ``{port}`` are substituted); exit status 0 is READY."""
+
+    argv: tuple[str, ...]
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return "command " + " ".join(self.argv)
+
+    def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
+        argv = [a.replace("{host}", host).replace("{port}", str(port)) for a in self.argv]
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=max(timeout, 1.0), check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return ProbeResult(State.DOWN, str(err))
+        out = (done.stdout + done.stderr).decode("utf-8", "replace").strip()[-200:]
+        return ProbeResult(State.READY if done.returncode == 0 else State.DOWN, out)
+
+
+@dataclass(frozen=True)
+class CallableProbe(Probe):
+    """A Python check ``fn(host, port, timeout) -> ProbeResult`` (e.g. a psycopg connect)."""
+
+    fn: Callable[[str, int, float], ProbeResult]
+    what: str = "python check"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return self.what
+
+    def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
+        try:
+            return self.fn(host, port, timeout)
+        except Exception as err:
+            return ProbeResult(State.DOWN, f"{type(err).__name__}: {err}")
+
+
+@dataclass(frozen=True)
+class NoProbe(Probe):
+    """``health: none``: alive is enough (for things with no way to ask)."""
+
+    description = "none"
+
+    def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
+        return ProbeResult(State.READY, "no health check configured")
+
+
+def probe_from_setting(value: Any, *, field: str, source: str | None = None) -> Probe:
+    """Build a probe from a recipe ``health:`` setting.
+
+    Accepted: ``none``; ``tcp``; ``{http: /path}`` or ``{http: [/a, /b], status: [200, 204]}``;
+    ``{tcp: true, send: "PING\\r\\n", expect: "+PONG"}``; ``{command: [pg_isready, -h, "{host}", -p, "{port}"]}``.
+    """
+    fix = ("write health: none | tcp | {http: /health} | {tcp: true, send: ..., expect: ...} | "
+           "{command: [argv...]} (with {host} and {port} placeholders)")
+    if value in (None, "none", False):
+        return NoProbe()
+    if value == "tcp":
+        return TcpProbe()
+    if isinstance(value, str) and value.startswith("/"):
+        return HttpProbe(paths=(value,))
+    if isinstance(value, dict):
+        if "http" in value:
+            paths = value["http"]
+            paths = (paths,) if isinstance(paths, str) else tuple(str(p) for p in paths)
+            status = value.get("status", [200])
+            status = (int(status),) if isinstance(status, int) else tuple(int(s) for s in status)
+            return HttpProbe(paths=paths, ok_status=status)
+        if "tcp" in value:
+            send, expect = value.get("send"), value.get("expect")
+            return TcpProbe(send=send.encode() if send else None, expect=expect.encode() if expect else None)
+        if "command" in value:
+            cmd = value["command"]
+            if isinstance(cmd, str):
+                cmd = cmd.split()
+            if isinstance(cmd, Sequence) and cmd:
+                return CommandProbe(argv=tuple(str(a) for a in cmd))
+    raise HwbenchInputError(f"unknown health check {value!r}", file=source, field=field, fix=fix)
+
+
+def _urlhost(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
