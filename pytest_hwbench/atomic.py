@@ -5,6 +5,7 @@ A reader (or a run killed half-way) therefore sees either the old file or the ne
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -24,10 +25,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return target
 

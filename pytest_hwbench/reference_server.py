@@ -235,16 +235,23 @@ class _Stats:
         self.queued = 0
         self.max_queued = 0
         self.lateness = array("d")
+        self.queue_wait = array("d")
+        self.ttft = array("d")
 
     def to_dict(self) -> dict[str, Any]:
-        lat = np.frombuffer(self.lateness, dtype=np.float64) * 1e3 if len(self.lateness) else np.zeros(0)
-        summary: dict[str, Any] = {"count": int(lat.size)}
-        if lat.size:
-            p50, p99 = np.percentile(lat, [50, 99])
-            summary |= {"mean": float(lat.mean()), "p50": float(p50), "p99": float(p99), "max": float(lat.max())}
         return {"requests": self.requests, "completed": self.completed, "faults": dict(self.faults),
                 "inflight": self.inflight, "max_inflight": self.max_inflight, "queued": self.queued,
-                "max_queued": self.max_queued, "emission_lateness_ms": summary}
+                "max_queued": self.max_queued, "emission_lateness_ms": _summary_ms(self.lateness),
+                "queue_wait_ms": _summary_ms(self.queue_wait), "server_ttft_ms": _summary_ms(self.ttft)}
+
+
+def _summary_ms(values: array) -> dict[str, float]:
+    arr = np.frombuffer(values, dtype=np.float64) * 1e3 if len(values) else np.zeros(0)
+    out: dict[str, float] = {"count": int(arr.size)}
+    if arr.size:
+        p50, p99 = np.percentile(arr, [50, 99])
+        out |= {"mean": float(arr.mean()), "p50": float(p50), "p99": float(p99), "max": float(arr.max())}
+    return out
 
 
 def _prompt_tokens(text: str) -> int:
@@ -368,19 +375,30 @@ class ReferenceServer:
         return now
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> Any:
+    async def _slot(self, arrival: float) -> Any:
+        """Hold one of ``capacity`` slots; yields the instant service starts (the timing origin of TTFT).
+
+        Service starts at the request's arrival (handler entry, so parsing the request and sending headers
+        is not added on top of the configured TTFT) or, when it had to queue, when it got its slot.
+        """
         stats = self.stats
+        start = arrival
         if self._sem is not None:
-            stats.queued += 1
-            stats.max_queued = max(stats.max_queued, stats.queued)
-            try:
+            if self._sem.locked():
+                stats.queued += 1
+                stats.max_queued = max(stats.max_queued, stats.queued)
+                try:
+                    await self._sem.acquire()
+                finally:
+                    stats.queued -= 1
+                start = asyncio.get_running_loop().time()
+            else:
                 await self._sem.acquire()
-            finally:
-                stats.queued -= 1
+        stats.queue_wait.append(start - arrival)
         stats.inflight += 1
         stats.max_inflight = max(stats.max_inflight, stats.inflight)
         try:
-            yield
+            yield start
         finally:
             stats.inflight -= 1
             if self._sem is not None:
@@ -426,7 +444,8 @@ class ReferenceServer:
         return await self._openai(request, chat=True)
 
     async def _openai(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
-        self._arrive()
+        arrival_ns = time.perf_counter_ns()
+        arrival = self._arrive()
         body = await self._body(request)
         if body is None:
             return _json_error(400, "request body is not a JSON object", "BadRequestError")
@@ -459,8 +478,9 @@ class ReferenceServer:
         if body.get("stream"):
             opts = body.get("stream_options")
             usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-            return await self._openai_stream(request, plan, chat=chat, rid=rid, usage=usage)
-        return await self._openai_plain(plan, chat=chat, rid=rid)
+            return await self._openai_stream(request, plan, chat=chat, rid=rid, usage=usage, arrival=arrival,
+                                             arrival_ns=arrival_ns)
+        return await self._openai_plain(plan, chat=chat, rid=rid, arrival=arrival)
 
     def _openai_frames(self, chat: bool, rid: int) -> tuple[bytes, bytes, bytes]:
         created = int(time.time())
@@ -476,15 +496,15 @@ class ReferenceServer:
         return head, mid, b"}]}\n\n"
 
     async def _openai_stream(self, request: web.Request, plan: _Plan, *, chat: bool, rid: int,
-                             usage: bool) -> web.StreamResponse:
+                             usage: bool, arrival: float, arrival_ns: int) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         head, mid, tail = self._openai_frames(chat, rid)
         fault_at = plan.n // 2
         n_out = plan.n
+        first_ns = last_ns = 0
         try:
-            async with self._slot():
-                start = asyncio.get_running_loop().time()
+            async with self._slot(arrival) as start:
                 if chat:  # OpenAI and vLLM open a chat stream with a role-only chunk, before any content
                     await resp.write(head.replace(b'"delta":{"content":', b'"delta":{"role":"assistant",'
                                                   b'"content":') + b'""' + mid + b"null" + tail)
@@ -507,17 +527,25 @@ class ReferenceServer:
                                                  b'"code": 500}}\n\ndata: [DONE]\n\n')
                                 await resp.write_eof()
                                 return resp
-                        await self._at(deadline)
+                        now = await self._at(deadline)
+                        if i == 0:
+                            self.stats.ttft.append(now - arrival)
                         last = i == plan.n - 1
                         finish = b'"' + plan.finish.encode() + b'"' if last else b"null"
                         await resp.write(head + _TOKENS_JSON[i % len(_TOKENS_JSON)] + mid + finish + tail)
+                        last_ns = time.perf_counter_ns()
+                        first_ns = first_ns or last_ns
             if usage:
                 u = {"prompt_tokens": plan.prompt_tokens, "completion_tokens": n_out,
                      "total_tokens": plan.prompt_tokens + n_out}
                 obj = "chat.completion.chunk" if chat else "text_completion"
+                # the server's own instants (perf_counter_ns of this process) — an extension field that
+                # OpenAI clients ignore; ours keeps it in RequestRecord.server_timing (see _timing_fields)
+                timing = {"arrival_ns": arrival_ns, "first_token_ns": first_ns, "last_token_ns": last_ns}
                 await resp.write(b"data: " + json.dumps(
                     {"id": f"ref-{rid}", "object": obj, "created": int(time.time()), "model": self.config.model,
-                     "choices": [], "usage": u}, separators=(",", ":")).encode() + b"\n\n")
+                     "choices": [], "usage": u, "hwbench_timing": timing},
+                    separators=(",", ":")).encode() + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             self.stats.completed += 1
@@ -525,10 +553,9 @@ class ReferenceServer:
             pass  # the client went away; nothing to answer
         return resp
 
-    async def _openai_plain(self, plan: _Plan, *, chat: bool, rid: int) -> web.Response:
+    async def _openai_plain(self, plan: _Plan, *, chat: bool, rid: int, arrival: float) -> web.Response:
         n_out = 0 if plan.fault == "empty" else plan.n
-        async with self._slot():
-            start = asyncio.get_running_loop().time()
+        async with self._slot(arrival) as start:
             deadlines = [self._adjust(start + plan.ttft_s)] if plan.fault == "empty" \
                 else list(self._deadlines(start, plan))
             await self._at(deadlines[-1])
@@ -599,13 +626,14 @@ class ReferenceServer:
         n_out = 0 if plan.fault == "empty" else plan.n
         first = last = None
         try:
-            async with self._slot():
-                start = loop.time()
+            async with self._slot(arrival) as start:
                 deadlines = [self._adjust(start + plan.ttft_s)] if plan.fault == "empty" \
                     else self._deadlines(start, plan)
                 for i, deadline in enumerate(deadlines):
                     now = await self._at(deadline)
-                    first = now if first is None else first
+                    if first is None:
+                        first = now
+                        self.stats.ttft.append(now - arrival)
                     last = now
                     if resp is None or plan.fault == "empty":
                         continue

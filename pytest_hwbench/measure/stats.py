@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as _sps
 
 #: Percentiles every summary carries, as (stat name, percent).
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -288,6 +287,8 @@ def _bootstrap_order_stat_quantiles(n: int, ks: Sequence[int], alphas: Sequence[
     The quantile is the smallest j in 1..n with P(Binomial(n, j/n) >= k) >= alpha. That probability rises
     with j and is 1 at j = n, so a vectorised bisection finds it in ceil(log2 n) scipy calls.
     """
+    from scipy.special import bdtrc  # imported here: scipy costs start-up time in every pytest run
+
     k = np.asarray(ks, dtype=np.float64)
     alpha = np.asarray(alphas, dtype=np.float64)
     lo = np.zeros(k.shape, dtype=np.int64)  # invariant: F(lo) < alpha (F(0) = 0), F(hi) >= alpha
@@ -297,7 +298,7 @@ def _bootstrap_order_stat_quantiles(n: int, ks: Sequence[int], alphas: Sequence[
         if not active.any():
             break
         mid = (lo + hi) // 2
-        ok = _sps.binom.sf(k - 1, n, mid / n) >= alpha
+        ok = bdtrc(k - 1, n, mid / n) >= alpha  # = P(Binomial(n, mid/n) >= k)
         hi = np.where(active & ok, mid, hi)
         lo = np.where(active & ~ok, mid, lo)
     return (hi - 1).tolist()
@@ -328,7 +329,9 @@ def _t_interval(mean: float, stdev: float, n: int, confidence: float) -> tuple[f
     """Student-t interval for the mean; collapses to the mean when there is no spread to estimate."""
     if n == 1 or stdev == 0.0:
         return mean, mean
-    half = float(_sps.t.ppf((1.0 + confidence) / 2.0, n - 1)) * stdev / math.sqrt(n)
+    from scipy.special import stdtrit  # imported here: scipy costs start-up time in every pytest run
+
+    half = float(stdtrit(n - 1, (1.0 + confidence) / 2.0)) * stdev / math.sqrt(n)
     return mean - half, mean + half
 
 

@@ -60,7 +60,7 @@ class HttpProbe(Probe):
         for path in self.paths:
             url = f"{self.scheme}://{_urlhost(host)}:{port}{path}"
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
                     status = resp.status
                     body = resp.read(200)
             except urllib.error.HTTPError as err:

@@ -220,6 +220,9 @@ class OpenAIClient:
                     raise StreamFailure(ErrorClass.SERVER, f"error inside the stream: {msg}")
                 if obj.get("usage"):
                     usage = obj["usage"]
+                    if isinstance(obj.get("hwbench_timing"), dict):  # reference server's own instants
+                        rec.server_timing = {k: v for k, v in obj["hwbench_timing"].items()
+                                             if isinstance(v, (int, float))}
                 choices = obj.get("choices")
                 if choices is None:
                     continue

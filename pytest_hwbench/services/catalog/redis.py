@@ -1,0 +1,56 @@
+"""Redis: ``redis-server`` locally or the ``redis`` image; persistence off by default.
+
+Why ``--save '' --appendonly no``: snapshots and AOF fsyncs land in the middle of a latency measurement
+and measure the disk, not Redis; a recipe that wants them passes ``args``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pytest_hwbench.services.base import Endpoint, StartContext
+from pytest_hwbench.services.catalog import register
+from pytest_hwbench.services.catalog.kind import ServiceKind
+from pytest_hwbench.services.probes import Probe, TcpProbe
+
+NO_PERSISTENCE = ["--save", "", "--appendonly", "no"]
+
+
+@register
+class Redis(ServiceKind):
+    name = "redis"
+    summary = "Redis key-value store"
+    port = 6379
+    image = "redis:7"
+    binary = "redis-server"
+    scheme = "redis"
+    startup_timeout = 30.0
+    settings: ClassVar[dict[str, str]] = {"maxmemory": "memory limit, e.g. 1gb (default: none)",
+                "io_threads": "io-threads (default 1)"}
+
+    def _tuning(self, ctx: StartContext) -> list[str]:
+        args: list[str] = []
+        if ctx.settings.get("maxmemory"):
+            args += ["--maxmemory", str(ctx.settings["maxmemory"])]
+        if ctx.settings.get("io_threads"):
+            args += ["--io-threads", str(ctx.settings["io_threads"])]
+        return args
+
+    def process_args(self, ctx: StartContext, binary: str) -> list[str]:
+        return ["--port", str(ctx.port), "--bind", ctx.host, "--dir", str(ctx.work_dir), *NO_PERSISTENCE,
+                *self._tuning(ctx)]
+
+    def container_command(self, ctx: StartContext) -> list[str]:
+        # Works with the official image (its entrypoint execs a leading "redis-server") and with a
+        # locally built FROM-scratch image that only holds the binary.
+        return ["redis-server", "--port", str(self.port), "--bind", "0.0.0.0", "--protected-mode", "no",
+                *NO_PERSISTENCE, *self._tuning(ctx)]
+
+    def probe(self, ctx: StartContext) -> Probe:
+        return TcpProbe(send=b"PING\r\n", expect=b"+PONG")
+
+    def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
+        ep = super().endpoint(ctx, host, port, ports)
+        extra: dict[str, Any] = {**ep.extra, "db": 0}
+        return Endpoint(host=host, port=port, url=f"redis://{host}:{port}/0", extra=extra, name=ctx.name,
+                        kind=self.name)
