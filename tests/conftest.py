@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+# Imported here, once, in the outer process: pytester's in-process runs restore sys.modules afterwards,
+# and numpy's C extensions refuse to be imported a second time in one process.
+import numpy  # noqa: F401
 import pytest
+import scipy.special  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

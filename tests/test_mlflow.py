@@ -64,7 +64,9 @@ def _manifest(run_id: str) -> dict:
     return {"run_id": run_id, "testbed": "amd-epyc-7b13-2c-24g",
             "recipe": {"name": "vllm", "path": "recipes/vllm.yaml", "sha256": "ab" * 32},
             "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": True},
-            "started_at": "2026-01-02T03:04:05Z"}
+            "started_at": "2026-01-02T03:04:05Z",
+            "fingerprint": {"hostname": "box-07", "kernel": "6.8.0-31-generic",
+                            "gpu": {"driver_version": "550.54.15"}, "dmi": {"bios_version": "2.1.3"}}}
 
 
 def _report_files(folder: Path, run_id: str) -> list[Path]:
@@ -162,6 +164,8 @@ def test_parent_run(logged) -> None:
     assert tags["git.commit"].startswith("0123456789") and tags["git.dirty"] == "True"
     assert tags["hwbench.verdict"] == "FAIL"  # worst of PASS, FAIL, NO_BASELINE
     assert "mlflow.parentRunId" not in tags
+    assert tags["host"] == "box-07" and tags["env.gpu_driver"] == "550.54.15"
+    assert tags["env.kernel"] == "6.8.0-31-generic" and tags["env.bios_version"] == "2.1.3"
     assert run.data.metrics["tests.total"] == 3 and run.data.metrics["tests.fail"] == 1
     assert outcome.parent_run_url and outcome.parent_run_url.endswith(outcome.parent_run_id)
 
@@ -187,7 +191,7 @@ def test_child_runs(logged) -> None:
     assert [(t.step, t.value) for t in sorted(trials, key=lambda t: t.step)] == [(0, 40.0), (1, 41.0), (2, 39.5)]
     t = first.data.tags
     assert t["hwbench.verdict"] == "PASS" and t["hwbench.slo"] == "PASS" and t["hwbench.baseline"] == "PASS"
-    assert t["testbed"] == "amd-epyc-7b13-2c-24g"
+    assert t["testbed"] == "amd-epyc-7b13-2c-24g" and t["host"] == "box-07"
     assert t["test_id"] == "benchmarks/test_llm.py::test_chat[c1]"
 
     second = client.get_run(outcome.child_run_ids[1]).data.tags

@@ -438,6 +438,25 @@ def _stage_artifact(path: Path, redactor: _Redactor, tmp: Path) -> tuple[Path | 
 
 # -------------------------------------------------------------------------------------- run content
 
+def _env_tags(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A few fingerprint fields as tags: which box (silicon lottery) and which driver/kernel/BIOS a point
+    of a trend ran on, so an upgrade shows up next to the step it caused."""
+    fp = manifest.get("fingerprint")
+    if not isinstance(fp, Mapping):
+        return {}
+    gpu = fp.get("gpu") if isinstance(fp.get("gpu"), Mapping) else {}
+    dmi = fp.get("dmi") if isinstance(fp.get("dmi"), Mapping) else {}
+    osr = fp.get("os") if isinstance(fp.get("os"), Mapping) else {}
+    return {
+        "host": fp.get("hostname"),
+        "env.kernel": fp.get("kernel"),
+        "env.os": osr.get("pretty_name") or osr.get("name"),
+        "env.gpu_driver": gpu.get("driver_version"),
+        "env.cuda_driver": gpu.get("cuda_driver_version"),
+        "env.bios_version": dmi.get("bios_version"),
+    }
+
+
 def _parent_entities(manifest: Mapping[str, Any], results: Sequence[Mapping[str, Any]],
                      redactor: _Redactor, now_ms: int) -> _Entities:
     recipe = manifest.get("recipe") or {}
@@ -464,6 +483,7 @@ def _parent_entities(manifest: Mapping[str, Any], results: Sequence[Mapping[str,
         "recipe.name": recipe.get("name"),
         "mlflow.source.git.commit": git.get("commit"),
     }
+    tags.update(_env_tags(manifest))
     for key, value in tags.items():
         if value is not None:
             ent.tag(key, value)
@@ -496,6 +516,7 @@ def _child_entities(result: Mapping[str, Any], manifest: Mapping[str, Any], pare
         "test_id": result.get("test_id"),
         "git.commit": git.get("commit"),
         "mlflow.source.git.commit": git.get("commit"),
+        "host": _env_tags(manifest).get("host"),
     }
     for key, value in tags.items():
         if value is not None:
@@ -549,6 +570,10 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
                 report_dir: Path | None = None, request_timeout_s: int = 10) -> MlflowOutcome:
     """Log one session (parent run) and its tests (child runs) to MLflow; never raises.
 
+    ``run_manifest`` needs run_id, testbed, recipe {name, path, sha256}, git {commit, dirty[, branch]},
+    started_at (ISO 8601 or epoch seconds); an optional ``verdict`` overrides the session verdict, which
+    is otherwise the worst test verdict. Each result's ``slo`` entries are read as dicts with a bool
+    ``passed`` (or ``ok``, or a ``status``/``verdict`` string) and ``baseline`` as ``{status: ...}``.
     ``report_dir`` only improves the warning ("files are in ..."); by default it is the folder of the
     first artifact. ``request_timeout_s`` bounds each HTTP request to a tracking server.
     """
@@ -564,7 +589,7 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
     if report_dir is None and artifacts:
         report_dir = Path(artifacts[0]).parent
     where = f"; files are in {report_dir}/" if report_dir else ""
-    experiment = experiment or "hwbench"
+    experiment = redactor.text(experiment or "hwbench")
     remote = tracking_uri.startswith(("http://", "https://"))
 
     exp_id: str | None = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.services.base import RUN_LABEL, ServiceStartError, StartContext, hint_for, now_s
-from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env
+from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
 from pytest_hwbench.services.probes import Probe, probe_from_setting
 from pytest_hwbench.services.running import RunningService, wait_ready
 from pytest_hwbench.services.state import Owner
@@ -88,22 +88,23 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
 
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    ctx = StartContext(name=name, kind=kind, backend="docker", settings=settings, host=host, port=kind.port,
+    cport = int(settings.get("container_port") or kind.port)
+    ctx = StartContext(name=name, kind=kind, backend="docker", settings=settings, host=host, port=cport,
                        ports=dict(kind.extra_ports), work_dir=log_dir, log_dir=log_dir, run_id=run_id,
                        source=source)
     if "command" in settings:
         command = as_args(settings["command"], field=ctx.field("command"), source=source)
     else:
         command = kind.container_command(ctx)
-    extra_args = as_args(settings.get("args"), field=ctx.field("args"), source=source)
+    extra_args = expand(as_args(settings.get("args"), field=ctx.field("args"), source=source), ctx)
     if extra_args:
         command = [*(command or []), *extra_args]
     env = {**kind.container_env(ctx), **as_env(settings.get("env"), field=ctx.field("env"), source=source)}
     volumes = {**kind.container_volumes(ctx), **_volumes(settings.get("volumes"), ctx.field("volumes"), source)}
     fixed = settings.get("port")
-    ports: dict[str, Any] = {f"{kind.port}/tcp": (host, fixed) if fixed else (host, None)}
-    for cport in kind.extra_ports.values():
-        ports[f"{cport}/tcp"] = (host, None)
+    ports: dict[str, Any] = {f"{cport}/tcp": (host, fixed) if fixed else (host, None)}
+    for extra_cport in kind.extra_ports.values():
+        ports[f"{extra_cport}/tcp"] = (host, None)
     gpus = settings.get("gpus", kind.default_gpus)
     device_requests = _device_requests(gpus, DeviceRequest, ctx.field("gpus"), source)
     owner = Owner.current()
@@ -131,10 +132,10 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
                                     log_path=str(log_path)) from err
         follower = _follow_logs(container, log_path)
         container.reload()
-        host_port = _host_port(container, kind.port)
+        host_port = _host_port(container, cport)
         extra = {pname: _host_port(container, cport) for pname, cport in kind.extra_ports.items()}
         if host_port is None:
-            raise ServiceStartError(name, f"container port {kind.port} was not published",
+            raise ServiceStartError(name, f"container port {cport} was not published",
                                     log_tail=_container_logs(container), log_path=str(log_path))
         ready_s, first_answer_s = wait_ready(
             name, probe, host, host_port, timeout=timeout, dead_reason=lambda: _container_dead_reason(container),

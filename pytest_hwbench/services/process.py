@@ -23,7 +23,7 @@ import psutil
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.services.base import ServiceStartError, StartContext, hint_for, now_s
-from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env
+from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
 from pytest_hwbench.services.probes import Probe
 from pytest_hwbench.services.running import RunningService, wait_ready
 from pytest_hwbench.services.state import (
@@ -149,7 +149,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
                            ports=extra_ports, work_dir=work_dir, log_dir=log_dir, run_id=run_id, source=source,
                            run_as=run_as.pw_name if run_as else None)
         argv = [binary, *kind.process_args(ctx, binary),
-                *as_args(settings.get("args"), field=ctx.field("args"), source=source)]
+                *expand(as_args(settings.get("args"), field=ctx.field("args"), source=source), ctx)]
         env = {**os.environ, **kind.process_env(ctx),
                **as_env(settings.get("env"), field=ctx.field("env"), source=source)}
         if run_as is not None:

@@ -21,7 +21,7 @@ from pytest_hwbench.services.probes import HttpProbe, Probe
 
 # Settings every kind accepts, per backend. Kind-specific ones are declared in ServiceKind.settings.
 COMMON_SETTINGS: dict[str, str] = {
-    "args": "extra command-line arguments appended to the kind's defaults",
+    "args": "extra command-line arguments appended to the kind's defaults ({host}, {port}, {work_dir} are filled in)",
     "env": "extra environment variables (mapping)",
     "health": "override the health check: none | tcp | {http: /path} | {tcp: true, send, expect} | {command: [...]}",
     "startup_timeout": "seconds to wait for the health check to pass",
@@ -35,6 +35,7 @@ BACKEND_SETTINGS: dict[str, dict[str, str]] = {
     "docker": {
         "image": "container image (must exist locally or be pullable)",
         "command": "full container command, replacing the kind's default",
+        "container_port": "port the server listens on inside the container (default: the kind's port)",
         "port": "fixed host port to publish on 127.0.0.1 (default: Docker picks one)",
         "volumes": "host_path: container_path[:ro] mapping, or a list of 'host:container[:mode]'",
         "gpus": "'all', a count, or a list of device ids (NVIDIA device requests)",
@@ -103,11 +104,15 @@ class ServiceKind:
         found = shutil.which(name)
         if found:
             return found
-        for pattern in self.binary_search:
+        for pattern in self.search_patterns():
             for cand in sorted(glob.glob(os.path.expanduser(pattern)), reverse=True):
                 if os.path.isfile(cand) and os.access(cand, os.X_OK):
                     return cand
         return None
+
+    def search_patterns(self) -> tuple[str, ...]:
+        """Glob patterns for the binary when it is not on PATH (evaluated at each start, so env changes count)."""
+        return self.binary_search
 
     def process_args(self, ctx: StartContext, binary: str) -> list[str]:
         """argv after the binary, for the process backend (listen on ``ctx.host:ctx.port``)."""
@@ -165,6 +170,18 @@ def as_args(value: Any, *, field: str, source: str | None) -> list[str]:
         return [str(v) for v in value]
     raise HwbenchInputError(f"expected a list of arguments, got {type(value).__name__}", file=source,
                             field=field, fix='write args: ["--flag", "value"]')
+
+
+def expand(args: list[str], ctx: StartContext) -> list[str]:
+    """Fill ``{host}``, ``{port}``, ``{work_dir}`` and ``{<name>_port}`` (extra ports) into recipe arguments."""
+    values = {"host": ctx.host, "port": str(ctx.port), "work_dir": str(ctx.work_dir),
+              **{f"{k}_port": str(v) for k, v in ctx.ports.items()}}
+    out = []
+    for arg in args:
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", value)
+        out.append(arg)
+    return out
 
 
 def as_env(value: Any, *, field: str, source: str | None) -> dict[str, str]:

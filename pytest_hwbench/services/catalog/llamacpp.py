@@ -1,0 +1,93 @@
+"""llama.cpp's ``llama-server``: an OpenAI-compatible server for GGUF models, on CPU or GPU.
+
+Why it is the CPU reference engine: it builds from the sources in the llama-cpp-python sdist on PyPI
+(``scripts/build_llama_cpp.sh``), so a real LLM server runs wherever pip works. It answers ``/health``
+with 503 while the model loads, so first-answer → ready is reported as ``model_load_s``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.services.base import Endpoint, StartContext
+from pytest_hwbench.services.catalog import register
+from pytest_hwbench.services.catalog.kind import ServiceKind
+from pytest_hwbench.services.probes import HttpProbe, Probe
+
+CONTAINER_MODEL_DIR = "/models"
+
+
+def llama_cpp_bin_dirs() -> tuple[str, ...]:
+    """Where scripts/build_llama_cpp.sh caches its binaries (searched when llama-server is not on PATH)."""
+    cache = os.environ.get("HWBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hwbench")
+    return (os.path.join(cache, "llama.cpp", "*", "bin", "llama-server"),)
+
+
+@register
+class LlamaCpp(ServiceKind):
+    name = "llamacpp"
+    summary = "llama.cpp llama-server (OpenAI-compatible, GGUF models)"
+    port = 8080
+    image = "ghcr.io/ggml-org/llama.cpp:server"
+    binary = "llama-server"
+    startup_timeout = 300.0
+    model_loads_at_start = True
+    required: ClassVar[dict[str, tuple[str, ...]]] = {"process": ("model",), "docker": ("model",)}
+    settings: ClassVar[dict[str, str]] = {
+        "model": "path to a GGUF file (required)",
+        "alias": "model name the API reports (default: the file name)",
+        "ctx_size": "context size (-c)",
+        "threads": "CPU threads (-t)",
+        "n_gpu_layers": "layers offloaded to the GPU (-ngl)",
+        "parallel": "parallel sequences / slots (-np)",
+        "batch_size": "logical batch size (-b)",
+    }
+    _FLAGS: ClassVar[dict[str, str]] = {"ctx_size": "-c", "threads": "-t", "n_gpu_layers": "-ngl",
+                                        "parallel": "-np", "batch_size": "-b"}
+
+    def search_patterns(self) -> tuple[str, ...]:
+        return llama_cpp_bin_dirs()
+
+    def _model(self, ctx: StartContext) -> Path:
+        model = Path(str(ctx.settings["model"])).expanduser()
+        if not model.is_file():
+            raise HwbenchInputError(f"model file {str(model)!r} does not exist", file=ctx.source,
+                                    field=ctx.field("model"), fix="give the path of a .gguf file")
+        return model.resolve()
+
+    def _common(self, ctx: StartContext) -> list[str]:
+        model = self._model(ctx)
+        args = ["--alias", str(ctx.settings.get("alias") or model.name)]
+        for key, flag in self._FLAGS.items():
+            if ctx.settings.get(key) is not None:
+                args += [flag, str(ctx.settings[key])]
+        return args
+
+    def process_args(self, ctx: StartContext, binary: str) -> list[str]:
+        return ["-m", str(self._model(ctx)), "--host", ctx.host, "--port", str(ctx.port), *self._common(ctx)]
+
+    def container_command(self, ctx: StartContext) -> list[str]:
+        # The official image's entrypoint is llama-server: the command is only its arguments.
+        model = self._model(ctx)
+        return ["-m", f"{CONTAINER_MODEL_DIR}/{model.name}", "--host", "0.0.0.0", "--port", str(self.port),
+                *self._common(ctx)]
+
+    def container_volumes(self, ctx: StartContext) -> dict[str, dict[str, str]]:
+        model = self._model(ctx)
+        return {str(model.parent): {"bind": CONTAINER_MODEL_DIR, "mode": "ro"}}
+
+    def probe(self, ctx: StartContext) -> Probe:
+        return HttpProbe(paths=("/health",))
+
+    def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
+        model = Path(str(ctx.settings.get("model", ""))).name
+        extra: dict[str, Any] = {"openai_base_url": f"http://{host}:{port}/v1",
+                                 "model": str(ctx.settings.get("alias") or model)}
+        return Endpoint(host=host, port=port, url=f"http://{host}:{port}", extra=extra, name=ctx.name,
+                        kind=self.name)
+
+    def after_ready(self, ctx: StartContext, endpoint: Endpoint) -> dict[str, Any]:
+        return {"model": str(ctx.settings.get("model"))}
