@@ -231,8 +231,9 @@ class HwbenchSession:
                     verdict.warn(f"{item.name}: baseline inconclusive: {mv.message}")
             elif mv.status == "STALE":
                 verdict.warn(f"{item.name}: baseline stale (big improvement, re-save it): {mv.message}")
-        if verdict.verdict == "FAIL" and result.env_diff_text:
-            verdict.failures.append(result.env_diff_text)
+        if verdict.verdict == "FAIL":
+            verdict.failures.append(result.env_diff_text if result.env_diff else
+                                    "environment diff vs baseline: none (same kernel, drivers, packages)")
         return result.to_dict()
 
     def wants_rerun(self, payload: dict[str, Any]) -> bool:

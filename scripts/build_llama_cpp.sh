@@ -41,24 +41,31 @@ for tool in cmake make cc c++ tar; do
   command -v "$tool" >/dev/null || { log "missing build tool: $tool (apt-get install cmake build-essential)"; exit 3; }
 done
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/hwbench-llama-build.XXXXXX")"
-trap 'rm -rf "$WORK"' EXIT
+# The download goes to a temp dir; the source and build trees live in the cache (.src-/.build-<version>)
+# so that an interrupted build (Ctrl-C, CI time-out) resumes where make stopped instead of from scratch.
+DL="$(mktemp -d "${TMPDIR:-/tmp}/llama-cpp-sdist.XXXXXX")"
+trap 'rm -rf "$DL"' EXIT
 
 SPEC="llama-cpp-python"
 [ -n "$VERSION" ] && SPEC="llama-cpp-python==$VERSION"
 log "downloading sdist $SPEC"
 # --no-binary for this one package only: with ":all:" pip also builds the sdist's build requirements
 # (scikit-build-core, hatchling, ...) from source just to read its metadata, which takes many minutes.
-python3 -m pip download -q --no-deps --no-binary llama-cpp-python -d "$WORK/dl" "$SPEC" >&2
-SDIST="$(find "$WORK/dl" -maxdepth 1 -name 'llama[-_]cpp[-_]python-*.tar.gz' | head -n1)"
+python3 -m pip download -q --no-deps --no-binary llama-cpp-python -d "$DL" "$SPEC" >&2
+SDIST="$(find "$DL" -maxdepth 1 -name 'llama[-_]cpp[-_]python-*.tar.gz' | head -n1)"
 [ -n "$SDIST" ] || { log "no sdist downloaded"; exit 4; }
 VER="$(basename "$SDIST" .tar.gz)"; VER="${VER#llama_cpp_python-}"; VER="${VER#llama-cpp-python-}"
 BIN="$CACHE_ROOT/$VER/bin"
 if have_bins "$BIN"; then log "cached"; echo "$BIN"; exit 0; fi
 
-log "unpacking $SDIST (version $VER)"
-tar -xzf "$SDIST" -C "$WORK"
-SRC="$(find "$WORK" -mindepth 3 -maxdepth 3 -type d -path '*/vendor/llama.cpp' | head -n1)"
+WORK="$CACHE_ROOT/.work-$VER"
+mkdir -p "$WORK"
+if [ ! -f "$WORK/src.ok" ]; then
+  log "unpacking $SDIST (version $VER)"
+  rm -rf "$WORK/src" && mkdir -p "$WORK/src"
+  tar -xzf "$SDIST" -C "$WORK/src" && touch "$WORK/src.ok"
+fi
+SRC="$(find "$WORK/src" -mindepth 3 -maxdepth 3 -type d -path '*/vendor/llama.cpp' | head -n1)"
 [ -f "$SRC/CMakeLists.txt" ] || { log "vendor/llama.cpp not found in the sdist"; exit 4; }
 
 log "configuring (CPU only, Release, no curl)"
@@ -88,4 +95,5 @@ chmod 755 "$STAGE"
 rm -rf "$BIN"
 mv "$STAGE" "$BIN"
 "$BIN/llama-server" --version >&2 2>&1 || true
+rm -rf "$WORK"   # sources + objects (~hundreds of MB); the binaries are all that is reused
 echo "$BIN"

@@ -71,15 +71,21 @@ def llama_bin_dir() -> Path:
 
 
 def our_processes(run_id: str) -> list[int]:
-    """Pids of live processes whose command line mentions ``run_id`` (work dirs carry it)."""
+    """Pids of live processes the process backend started for ``run_id``: found by the run id in their
+    environment or by their working directory (the per-service work dir is named after the run), because
+    servers such as redis rewrite their process title and the environment block with it."""
     import psutil
 
+    from pytest_hwbench.services.process import ENV_RUN_ID
+
     pids = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+    for p in psutil.process_iter(["pid", "status"]):
         try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and any(run_id in a for a in p.info["cmdline"] or []):
+            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
+                continue
+            if f"hwbench-{run_id}-" in p.cwd() or p.environ().get(ENV_RUN_ID) == run_id:
                 pids.append(p.pid)
-        except (psutil.Error, TypeError):
+        except psutil.Error:
             continue
     return pids
 

@@ -201,8 +201,13 @@ def test_baseline_save_rerun_pass_then_regression_fails(pytester: pytest.Pyteste
     monkeypatch.setenv("HWB_FACTOR", "0.8")  # 20 % worse throughput, 25 % worse latency
     res = pytester.runpytest(*args)
     res.assert_outcomes(failed=2)
-    res.stdout.fnmatch_lines(["*baseline regression*throughput*worse*tolerance*",
-                              "*environment diff vs baseline*"])
+    res.stdout.fnmatch_lines(["*baseline regression*throughput*20.0% worse*tolerance 5%*",
+                              "*environment diff vs baseline: none*"])
+    # the baseline was taken on another kernel: the failure names that change
+    files[0].write_text(files[0].read_text().replace('"kernel": "', '"kernel": "0.0-old'))
+    res = pytester.runpytest(*args)
+    res.assert_outcomes(failed=2)
+    res.stdout.fnmatch_lines(["*environment diff vs baseline (1 change*", "*kernel: 0.0-old*->*"])
 
 
 def test_require_baseline_fails_without_one(pytester: pytest.Pytester) -> None:

@@ -131,7 +131,12 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
             raise ServiceStartError(name, f"the container did not start: {msg}", hint=hint_for(msg),
                                     log_path=str(log_path)) from err
         follower = _follow_logs(container, log_path)
-        container.reload()
+        reason = _container_dead_reason(container)  # also reloads attrs (published ports)
+        if reason is not None:  # exited at once: ports were never published
+            text = _container_logs(container)
+            raise ServiceStartError(name, f"exited during start-up ({reason})", log_tail=text,
+                                    hint=hint_for(text + "\n" + reason) or "see the log lines below",
+                                    log_path=str(log_path))
         host_port = _host_port(container, cport)
         extra = {pname: _host_port(container, cport) for pname, cport in kind.extra_ports.items()}
         if host_port is None:

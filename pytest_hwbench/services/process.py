@@ -35,6 +35,8 @@ from pytest_hwbench.services.state import (
 )
 
 PORT_RETRIES = 3
+ENV_RUN_ID = "HWBENCH_SERVICE_RUN_ID"
+ENV_SERVICE = "HWBENCH_SERVICE_NAME"
 STOP_GRACE_S = 10.0
 
 
@@ -150,8 +152,11 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
                            run_as=run_as.pw_name if run_as else None)
         argv = [binary, *kind.process_args(ctx, binary),
                 *expand(as_args(settings.get("args"), field=ctx.field("args"), source=source), ctx)]
+        # The run id in the environment survives a server rewriting its process title (redis does), so a
+        # process can be traced to its run even without its pid record (``ps e``, tests).
         env = {**os.environ, **kind.process_env(ctx),
-               **as_env(settings.get("env"), field=ctx.field("env"), source=source)}
+               **as_env(settings.get("env"), field=ctx.field("env"), source=source),
+               ENV_RUN_ID: run_id, ENV_SERVICE: name}
         if run_as is not None:
             env.update(HOME=run_as.pw_dir, USER=run_as.pw_name, LOGNAME=run_as.pw_name)
         probe = _probe(kind, ctx, settings, source)

@@ -9,6 +9,7 @@ model (re)load that would otherwise look like a slow first token.
 Token counts come from ``eval_count`` / ``prompt_eval_count`` (not estimated); TTFT is the first line with
 non-empty ``response`` (or ``message.content``, or ``thinking``); the stream must end with ``"done": true``,
 otherwise the request is ``stream_closed``. An ``{"error": ...}`` line inside a 200 stream is ``server``.
+Transport and hot path as in ``openai_client`` (``http1``: stamp and parse inside the protocol callback).
 """
 
 from __future__ import annotations
@@ -21,17 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
-
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads._http import (
-    StreamFailure,
-    classify_exception,
-    drain,
-    http_error,
-    keep_partial,
-    make_session,
-)
+from pytest_hwbench.workloads._http import StreamFailure, http_error, keep_partial
+from pytest_hwbench.workloads.http1 import HTTP1Pool
 from pytest_hwbench.workloads.prompts import Prompt
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
 
@@ -63,13 +56,73 @@ class OllamaClientConfig:
     read_timeout_s: float | None = None
     connect_timeout_s: float = 10.0
     max_connections: int = 0
+    verify_tls: bool = True
     headers: Mapping[str, str] = field(default_factory=dict)
     api_key_env: str | None = None
 
     async def open(self) -> OllamaClient:
-        client = OllamaClient(self)
-        await client.start()
-        return client
+        """Create the client in the running loop (the engine's ``ClientFactory``)."""
+        return OllamaClient(self)
+
+
+class _NDJSONSink:
+    """Parses Ollama's NDJSON stream as it arrives, filling the record."""
+
+    __slots__ = ("body", "buf", "chat", "end_ns", "final", "ok", "rec")
+
+    def __init__(self, rec: RequestRecord, chat: bool) -> None:
+        self.rec = rec
+        self.chat = chat
+        self.buf = b""
+        self.body = bytearray()
+        self.ok = False
+        self.final: dict[str, Any] | None = None
+        self.end_ns = 0
+
+    def on_head(self, status: int, headers: Mapping[str, str], t: int) -> None:
+        self.rec.first_byte_ns = t
+        self.rec.status = status
+        self.ok = status < 400
+
+    def on_end(self, t: int) -> None:
+        self.end_ns = t
+
+    def feed(self, data: bytes, t: int) -> None:
+        if not self.ok:
+            if len(self.body) < 65536:
+                self.body += data
+            return
+        if self.final is not None:
+            return
+        buf = self.buf + data if self.buf else data
+        chunks = self.rec.chunk_ns
+        while True:
+            cut = buf.find(b"\n")
+            if cut < 0:
+                break
+            line, buf = buf[:cut], buf[cut + 1:]
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                raise StreamFailure(ErrorClass.MALFORMED, f"NDJSON line is not JSON: {line[:120]!r}") from None
+            if not isinstance(obj, dict):
+                raise StreamFailure(ErrorClass.MALFORMED, f"NDJSON line is not an object: {line[:120]!r}")
+            if obj.get("error"):
+                raise StreamFailure(ErrorClass.SERVER, f"error inside the stream: {obj['error']}")
+            if self.chat:
+                msg = obj.get("message") or {}
+                piece = (msg.get("content") or msg.get("thinking")) if isinstance(msg, dict) else None
+            else:
+                piece = obj.get("response") or obj.get("thinking")
+            if piece:
+                chunks.append(t)
+            if obj.get("done"):
+                self.final = obj
+                self.rec.end_ns = t
+                break
+        self.buf = buf
 
 
 class OllamaClient:
@@ -83,14 +136,19 @@ class OllamaClient:
             raise HwbenchInputError(f"unknown api {config.api!r}", field="api", fix="use 'generate' or 'chat'")
         self.config = config
         base = config.base_url.rstrip("/")
-        if base.endswith("/api"):
-            base = base[:-4]
-        self.root = base
-        self.url = f"{base}/api/{config.api}"
+        base = base[:-4] if base.endswith("/api") else base
+        self.http = HTTP1Pool(base, timeout_s=config.timeout_s, read_timeout_s=config.read_timeout_s,
+                              connect_timeout_s=config.connect_timeout_s, max_connections=config.max_connections,
+                              verify_tls=config.verify_tls)
         self._chat = config.api == "chat"
+        self._headers = {"Content-Type": "application/json", **config.headers}
+        key = os.environ.get(config.api_key_env) if config.api_key_env else None
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
         self._prompts = list(config.prompts)
-        self._bodies = [self._body(p) for p in self._prompts]
-        self.session: aiohttp.ClientSession | None = None
+        path = f"/api/{config.api}"
+        self._requests = [self.http.request_bytes("POST", path, self._body(p), self._headers)
+                          for p in self._prompts]
 
     def _body(self, prompt: Prompt) -> bytes:
         cfg = self.config
@@ -114,108 +172,54 @@ class OllamaClient:
             body["keep_alive"] = cfg.keep_alive
         return json.dumps(body, separators=(",", ":")).encode()
 
-    async def start(self) -> None:
-        cfg = self.config
-        headers = {"Content-Type": "application/json", **cfg.headers}
-        key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self.session = make_session(timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
-                                    read_timeout_s=cfg.read_timeout_s, max_connections=cfg.max_connections,
-                                    headers=headers)
-
     async def aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.http.close()
 
     async def __aenter__(self) -> OllamaClient:
-        if self.session is None:
-            await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def list_models(self) -> list[str]:
-        """Model names the server has (``GET /api/tags``)."""
-        assert self.session is not None, "call start() first"
-        async with self.session.get(self.root + "/api/tags") as resp:
-            resp.raise_for_status()
-            data = await resp.json(content_type=None)
+        """Model names the server has (``GET /api/tags``); raises ConnectionError when unreachable."""
+        status, body = await self.http.get("/api/tags")
+        if status >= 400:
+            raise ConnectionError(http_error(status, body)[1])
+        data = json.loads(body)
         return [m.get("name") for m in data.get("models", []) if isinstance(m, dict)]
 
     async def send(self, index: int) -> RequestRecord:
         """Send request ``index`` (prompt ``index % len(prompts)``) and record what happened."""
-        session = self.session
-        assert session is not None, "call start() first"
-        k = index % len(self._bodies)
+        k = index % len(self._requests)
         prompt = self._prompts[k]
         rec = RequestRecord(index=index, tokens_in=prompt.tokens, tokens_in_estimated=prompt.tokens_estimated)
+        sink = _NDJSONSink(rec, self._chat)
         rec.send_wall_ns = time.time_ns()
         rec.send_ns = _perf()
         try:
-            async with session.post(self.url, data=self._bodies[k]) as resp:
-                rec.first_byte_ns = _perf()
-                rec.status = resp.status
-                if resp.status >= 400:
-                    rec.fail(*http_error(resp.status, await resp.content.read(65536)), end_ns=_perf())
-                    return rec
-                await self._read_ndjson(resp, rec)
+            failure = await self.http.request(self._requests[k], sink)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            rec.fail(*classify_exception(exc, rec.first_byte_ns is not None), end_ns=_perf())
+        except Exception as exc:  # a bug here must become a record, not end the run
+            failure = (ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
+        if failure is not None:
+            rec.fail(*failure, end_ns=_perf())
             keep_partial(rec)
-        return rec
-
-    async def _read_ndjson(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
+            return rec
+        rec.end_ns = sink.end_ns
+        status = rec.status or 0
+        if status >= 400:
+            rec.fail(*http_error(status, bytes(sink.body)))
+            return rec
         chunks = rec.chunk_ns
-        chat = self._chat
-        loads = json.loads
-        buf = b""
-        final: dict[str, Any] | None = None
-        t = 0
-        async for data in resp.content.iter_any():
-            t = _perf()
-            buf += data
-            while True:
-                cut = buf.find(b"\n")
-                if cut < 0:
-                    break
-                line, buf = buf[:cut].strip(), buf[cut + 1:]
-                if not line:
-                    continue
-                try:
-                    obj = loads(line)
-                except ValueError:
-                    raise StreamFailure(ErrorClass.MALFORMED, f"NDJSON line is not JSON: {line[:120]!r}") from None
-                if not isinstance(obj, dict):
-                    raise StreamFailure(ErrorClass.MALFORMED, f"NDJSON line is not an object: {line[:120]!r}")
-                if obj.get("error"):
-                    raise StreamFailure(ErrorClass.SERVER, f"error inside the stream: {obj['error']}")
-                if chat:
-                    msg = obj.get("message") or {}
-                    piece = (msg.get("content") or msg.get("thinking")) if isinstance(msg, dict) else None
-                else:
-                    piece = obj.get("response") or obj.get("thinking")
-                if piece:
-                    chunks.append(t)
-                if obj.get("done"):
-                    final = obj
-                    break
-            if final is not None:
-                break
-        rec.end_ns = t or _perf()
-        if final is not None:
-            await drain(resp)
         if chunks:
             rec.first_token_ns = chunks[0]
+        final = sink.final
         if final is None:
-            # a stream that never said done (and the last partial line, if any) is cut short
             keep_partial(rec)
             rec.fail(ErrorClass.STREAM_CLOSED, f"stream ended without a done line after {len(chunks)} chunks")
-            return
+            return rec
         rec.server_timing = {name: final[name] for name in SERVER_TIMING_FIELDS
                              if isinstance(final.get(name), (int, float))}
         if isinstance(final.get("prompt_eval_count"), int):
@@ -226,3 +230,4 @@ class OllamaClient:
             rec.tokens_out, rec.tokens_out_estimated = len(chunks), True
         if not chunks:
             rec.fail(ErrorClass.EMPTY, "the answer carried no generated content")
+        return rec

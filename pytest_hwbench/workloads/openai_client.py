@@ -4,14 +4,19 @@ Works with vLLM, SGLang, TGI, llama.cpp's server, LM Studio, Ollama's ``/v1`` an
 Streams with SSE and asks for ``stream_options.include_usage`` so that ``tokens_out`` is the server's own
 count; when a server gives no usage, the number of content chunks is used instead and the record says it is
 estimated (DESIGN.md). TTFT is stamped at the first chunk that *carries generated content* — a chat stream's
-opening role-only chunk and the final usage chunk do not count. ``reasoning_content`` (vLLM's reasoning models)
-counts as generated content.
+opening role-only chunk and the final usage chunk do not count. ``reasoning_content`` / ``reasoning``
+(reasoning models) counts as generated content. ``stream=False`` is supported too; the whole answer then
+arrives at once and TTFT equals the end-to-end latency.
 
-Hot path: one ``perf_counter_ns()`` per socket read, one JSON parse per SSE event, one ``int`` append per
-content event. Several events arriving in one read share that read's instant (that is what the wire
-delivered; their ITL is then 0). Request bodies are serialised once per prompt, not per request.
+Hot path (see ``http1`` for why it is not aiohttp): the request bytes are serialised once per prompt; on each
+socket read the body parser runs synchronously inside the protocol callback with the read's
+``perf_counter_ns`` stamp: one JSON parse per SSE event and one ``int`` append per content event. Several
+events arriving in one read share that read's instant (that is what the wire delivered; their ITL is 0).
 
-Every failure becomes a classified record (``records.ErrorClass``), never an exception out of ``send``.
+Every failure becomes a classified record (``records.ErrorClass``), never an exception out of ``send``:
+HTTP 4xx/5xx (a wrong model name is the server's 404), connection refused or reset, timeouts, a stream
+closed before ``[DONE]``, malformed SSE/JSON, an ``{"error": ...}`` event inside the stream (``server``),
+and an answer without any generated content (``empty``). What arrived before a failure stays in the record.
 """
 
 from __future__ import annotations
@@ -24,22 +29,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import aiohttp
-
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads._http import (
-    StreamFailure,
-    api_root,
-    classify_exception,
-    drain,
-    http_error,
-    keep_partial,
-    make_session,
-)
+from pytest_hwbench.workloads._http import StreamFailure, api_root, http_error, keep_partial
+from pytest_hwbench.workloads.http1 import HTTP1Pool
 from pytest_hwbench.workloads.prompts import Prompt, estimate_tokens
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
 
 _perf = time.perf_counter_ns
+_ERROR_BODY_LIMIT = 65536
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,8 @@ class OpenAIClientConfig:
 
     ``base_url`` may end in ``/v1`` or not. The API key is taken from ``api_key`` or, better, from the
     environment variable named by ``api_key_env`` at open time, so it never sits in a recipe or a report.
+    ``max_connections`` > 0 caps requests in flight inside the client (0: no cap, the default — a hidden cap
+    would queue requests where the engine cannot see it).
     """
 
     base_url: str
@@ -63,16 +62,115 @@ class OpenAIClientConfig:
     read_timeout_s: float | None = None
     connect_timeout_s: float = 10.0
     max_connections: int = 0
+    verify_tls: bool = True
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     extra_body: Mapping[str, Any] = field(default_factory=dict)
 
     async def open(self) -> OpenAIClient:
-        """Create the client and its HTTP session in the running loop."""
-        client = OpenAIClient(self)
-        await client.start()
-        return client
+        """Create the client in the running loop (the engine's ``ClientFactory``)."""
+        return OpenAIClient(self)
+
+
+class _SSESink:
+    """Parses one answer as it arrives, filling the record; raises StreamFailure on bad input."""
+
+    __slots__ = ("body", "buf", "chat", "done", "end_ns", "finished", "n_content", "rec", "sse", "usage")
+
+    def __init__(self, rec: RequestRecord, chat: bool) -> None:
+        self.rec = rec
+        self.chat = chat
+        self.buf = b""
+        self.body = bytearray()
+        self.sse = False
+        self.done = self.finished = False
+        self.usage: Any = None
+        self.n_content = 0
+        self.end_ns = 0
+
+    def on_head(self, status: int, headers: Mapping[str, str], t: int) -> None:
+        self.rec.first_byte_ns = t
+        self.rec.status = status
+        self.sse = status < 400 and "text/event-stream" in headers.get("content-type", "")
+
+    def on_end(self, t: int) -> None:
+        self.end_ns = t
+
+    def feed(self, data: bytes, t: int) -> None:
+        if not self.sse:  # an error body, or a plain JSON answer: parsed whole at the end
+            if len(self.body) < (1 << 26):
+                self.body += data
+            return
+        if self.done:
+            return
+        buf = self.buf + data if self.buf else data
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        while True:
+            cut = buf.find(b"\n\n")
+            if cut < 0:
+                break
+            event, buf = buf[:cut], buf[cut + 2:]
+            if event.startswith(b"data:") and b"\n" not in event:
+                payload = event[6:] if event[5:6] == b" " else event[5:]
+            else:
+                payload = _sse_data(event)
+                if payload is None:
+                    continue  # a comment / keep-alive / event without data
+            if payload == b"[DONE]":
+                self.done = True
+                self.rec.end_ns = t
+                break
+            self._event(payload, t)
+        self.buf = buf
+
+    def _event(self, payload: bytes, t: int) -> None:
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            raise StreamFailure(ErrorClass.MALFORMED, f"SSE event is not JSON: {payload[:120]!r}") from None
+        if not isinstance(obj, dict):
+            raise StreamFailure(ErrorClass.MALFORMED, f"SSE event is not a JSON object: {payload[:120]!r}")
+        if obj.get("error"):
+            err = obj["error"]
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            raise StreamFailure(ErrorClass.SERVER, f"error inside the stream: {msg}")
+        if obj.get("usage"):
+            self.usage = obj["usage"]
+            timing = obj.get("hwbench_timing")  # the reference server's own instants
+            if isinstance(timing, dict):
+                self.rec.server_timing = {k: v for k, v in timing.items() if isinstance(v, (int, float))}
+        choices = obj.get("choices")
+        if choices is None:
+            return
+        if not isinstance(choices, list):
+            raise StreamFailure(ErrorClass.MALFORMED, "'choices' is not a list")
+        carried = False
+        for ch in choices:
+            if not isinstance(ch, dict):
+                raise StreamFailure(ErrorClass.MALFORMED, "a choice is not an object")
+            if self.chat:
+                delta = ch.get("delta") or {}
+                if not isinstance(delta, dict):
+                    raise StreamFailure(ErrorClass.MALFORMED, "'delta' is not an object")
+                piece = delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
+            else:
+                piece = ch.get("text")
+            if piece:
+                carried = True
+            if ch.get("finish_reason"):
+                self.finished = True
+        if carried:
+            self.rec.chunk_ns.append(t)
+            self.n_content += 1
+
+
+def _sse_data(event: bytes) -> bytes | None:
+    """The data of one SSE event (``data:`` lines joined by newlines), or None when it has none."""
+    parts = [line[6:] if line[5:6] == b" " else line[5:] for line in event.split(b"\n")
+             if line.startswith(b"data:")]
+    return b"\n".join(parts) if parts else None
 
 
 class OpenAIClient:
@@ -85,13 +183,21 @@ class OpenAIClient:
         if config.api not in ("chat", "completions"):
             raise HwbenchInputError(f"unknown api {config.api!r}", field="api", fix="use 'chat' or 'completions'")
         self.config = config
-        root = api_root(config.base_url, "/v1")
-        self.root = root
-        self.url = root + ("/chat/completions" if config.api == "chat" else "/completions")
+        self.root = api_root(config.base_url, "/v1")
+        self.http = HTTP1Pool(self.root, timeout_s=config.timeout_s, read_timeout_s=config.read_timeout_s,
+                              connect_timeout_s=config.connect_timeout_s, max_connections=config.max_connections,
+                              verify_tls=config.verify_tls)
         self._chat = config.api == "chat"
-        self._bodies = [self._body(p) for p in config.prompts]
+        path = "/chat/completions" if self._chat else "/completions"
+        self._headers = {"Content-Type": "application/json",
+                         "Accept": "text/event-stream" if config.stream else "application/json",
+                         **config.headers}
+        key = config.api_key or (os.environ.get(config.api_key_env) if config.api_key_env else None)
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
         self._prompts = list(config.prompts)
-        self.session: aiohttp.ClientSession | None = None
+        self._requests = [self.http.request_bytes("POST", path, self._body(p), self._headers)
+                          for p in self._prompts]
 
     def _body(self, prompt: Prompt) -> bytes:
         cfg = self.config
@@ -113,35 +219,22 @@ class OpenAIClient:
         body.update(cfg.extra_body)
         return json.dumps(body, separators=(",", ":")).encode()
 
-    async def start(self) -> None:
-        cfg = self.config
-        headers = {"Content-Type": "application/json", **cfg.headers}
-        key = cfg.api_key or (os.environ.get(cfg.api_key_env) if cfg.api_key_env else None)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self.session = make_session(timeout_s=cfg.timeout_s, connect_timeout_s=cfg.connect_timeout_s,
-                                    read_timeout_s=cfg.read_timeout_s, max_connections=cfg.max_connections,
-                                    headers=headers)
-
     async def aclose(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        await self.http.close()
 
     async def __aenter__(self) -> OpenAIClient:
-        if self.session is None:
-            await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def list_models(self) -> list[str]:
-        """Model ids the server offers (``GET /v1/models``)."""
-        assert self.session is not None, "call start() first"
-        async with self.session.get(self.root + "/models") as resp:
-            resp.raise_for_status()
-            data = await resp.json(content_type=None)
+        """Model ids the server offers (``GET /v1/models``); raises ConnectionError when unreachable."""
+        status, body = await self.http.get("/models", {k: v for k, v in self._headers.items()
+                                                       if k == "Authorization"})
+        if status >= 400:
+            raise ConnectionError(http_error(status, body)[1])
+        data = json.loads(body)
         return [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
 
     async def check_model(self) -> None:
@@ -154,151 +247,85 @@ class OpenAIClient:
     # ------------------------------------------------------------------ the hot path
     async def send(self, index: int) -> RequestRecord:
         """Send request ``index`` (prompt ``index % len(prompts)``) and record what happened."""
-        session = self.session
-        assert session is not None, "call start() first"
-        k = index % len(self._bodies)
+        k = index % len(self._requests)
         prompt = self._prompts[k]
         rec = RequestRecord(index=index, tokens_in=prompt.tokens, tokens_in_estimated=prompt.tokens_estimated)
+        sink = _SSESink(rec, self._chat)
         rec.send_wall_ns = time.time_ns()
         rec.send_ns = _perf()
         try:
-            async with session.post(self.url, data=self._bodies[k]) as resp:
-                rec.first_byte_ns = _perf()
-                rec.status = resp.status
-                if resp.status >= 400:
-                    body = await resp.content.read(65536)
-                    rec.fail(*http_error(resp.status, body), end_ns=_perf())
-                    return rec
-                ctype = resp.headers.get("Content-Type", "")
-                if self.config.stream and "text/event-stream" in ctype:
-                    await self._read_sse(resp, rec)
-                else:
-                    await self._read_json(resp, rec)
+            failure = await self.http.request(self._requests[k], sink)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            rec.fail(*classify_exception(exc, rec.first_byte_ns is not None), end_ns=_perf())
+        except Exception as exc:  # a bug here must become a record, not end the run
+            failure = (ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
+        if failure is not None:
+            rec.fail(*failure, end_ns=_perf())
+            keep_partial(rec)
+            return rec
+        rec.end_ns = sink.end_ns  # the last byte of the answer
+        try:
+            self._finish(rec, sink)
+        except StreamFailure as exc:
+            rec.fail(exc.error_class, exc.detail)
             keep_partial(rec)
         return rec
 
-    async def _read_sse(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
-        chunks = rec.chunk_ns
-        chat = self._chat
-        loads = json.loads
-        buf = b""
-        done = finished = False
-        usage: Any = None
-        n_content = 0
-        t = 0
-        content = resp.content
-        async for data in content.iter_any():
-            t = _perf()
-            buf += data
-            if b"\r" in buf:
-                buf = buf.replace(b"\r\n", b"\n")
-            while True:
-                cut = buf.find(b"\n\n")
-                if cut < 0:
-                    break
-                event, buf = buf[:cut], buf[cut + 2:]
-                payload = _sse_data(event)
-                if payload is None:
-                    continue  # comment / keep-alive / event without data
-                if payload == b"[DONE]":
-                    done = True
-                    break
-                try:
-                    obj = loads(payload)
-                except ValueError:
-                    raise StreamFailure(ErrorClass.MALFORMED,
-                                        f"SSE event is not JSON: {payload[:120]!r}") from None
-                if not isinstance(obj, dict):
-                    raise StreamFailure(ErrorClass.MALFORMED, f"SSE event is not a JSON object: {payload[:120]!r}")
-                if obj.get("error"):
-                    err = obj["error"]
-                    msg = err.get("message", err) if isinstance(err, dict) else err
-                    raise StreamFailure(ErrorClass.SERVER, f"error inside the stream: {msg}")
-                if obj.get("usage"):
-                    usage = obj["usage"]
-                    if isinstance(obj.get("hwbench_timing"), dict):  # reference server's own instants
-                        rec.server_timing = {k: v for k, v in obj["hwbench_timing"].items()
-                                             if isinstance(v, (int, float))}
-                choices = obj.get("choices")
-                if choices is None:
-                    continue
-                if not isinstance(choices, list):
-                    raise StreamFailure(ErrorClass.MALFORMED, "'choices' is not a list")
-                carried = False
-                for ch in choices:
-                    if not isinstance(ch, dict):
-                        raise StreamFailure(ErrorClass.MALFORMED, "a choice is not an object")
-                    if chat:
-                        delta = ch.get("delta") or {}
-                        piece = delta.get("content") or delta.get("reasoning_content") or delta.get("reasoning")
-                    else:
-                        piece = ch.get("text")
-                    if piece:
-                        carried = True
-                    if ch.get("finish_reason"):
-                        finished = True
-                if carried:
-                    chunks.append(t)
-                    n_content += 1
-            if done:
-                break
-        rec.end_ns = t or _perf()
-        if done:
-            await drain(resp)
-        self._finish(rec, n_content, usage, done or finished)
-
-    async def _read_json(self, resp: aiohttp.ClientResponse, rec: RequestRecord) -> None:
-        raw = await resp.read()
-        t = _perf()
-        rec.end_ns = t
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise StreamFailure(ErrorClass.MALFORMED, f"answer is not JSON: {raw[:120]!r}") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
-            if isinstance(obj, dict) and obj.get("error"):
-                raise StreamFailure(ErrorClass.SERVER, f"error in a 200 answer: {obj['error']}")
-            raise StreamFailure(ErrorClass.MALFORMED, "answer has no 'choices' list")
-        text = ""
-        for ch in obj["choices"]:
-            if isinstance(ch, dict):
-                if self._chat:
-                    msg = ch.get("message") or {}
-                    text += (msg.get("content") or "") + (msg.get("reasoning_content") or "")
-                else:
-                    text += ch.get("text") or ""
-        n = 0
-        if text:
-            rec.chunk_ns.append(t)  # a non-streamed answer arrives in one piece: ttft == e2el
-            n = estimate_tokens(text)
-        self._finish(rec, n, obj.get("usage"), True)
-
-    def _finish(self, rec: RequestRecord, n_content: int, usage: Any, complete: bool) -> None:
+    def _finish(self, rec: RequestRecord, sink: _SSESink) -> None:
+        status = rec.status or 0
+        if status >= 400:
+            rec.fail(*http_error(status, bytes(sink.body[:_ERROR_BODY_LIMIT])))
+            return
+        if not sink.sse:
+            self._plain(rec, sink)
+            return
+        complete = sink.done or sink.finished
         if rec.chunk_ns:
             rec.first_token_ns = rec.chunk_ns[0]
+        usage = sink.usage
         if isinstance(usage, dict):
             if isinstance(usage.get("prompt_tokens"), int):
                 rec.tokens_in, rec.tokens_in_estimated = usage["prompt_tokens"], False
             if isinstance(usage.get("completion_tokens"), int):
                 rec.tokens_out = usage["completion_tokens"]
         if rec.tokens_out is None:
-            rec.tokens_out, rec.tokens_out_estimated = n_content, True
+            rec.tokens_out, rec.tokens_out_estimated = sink.n_content, True
+        if sink.buf.strip() and not sink.done:
+            raise StreamFailure(ErrorClass.STREAM_CLOSED, "stream ended inside an SSE event")
         if not complete:
-            rec.fail(ErrorClass.STREAM_CLOSED, f"stream ended without [DONE] after {n_content} content chunks")
-        elif not rec.chunk_ns:
-            rec.fail(ErrorClass.EMPTY, "the answer carried no generated content")
+            raise StreamFailure(ErrorClass.STREAM_CLOSED,
+                                f"stream ended without [DONE] after {sink.n_content} content chunks")
+        if not rec.chunk_ns:
+            raise StreamFailure(ErrorClass.EMPTY, "the answer carried no generated content")
 
-
-def _sse_data(event: bytes) -> bytes | None:
-    """The data of one SSE event (``data:`` lines joined by newlines), or None when it has none."""
-    if event.startswith(b"data:") and b"\n" not in event:  # the common case: one data line
-        return event[6:] if event[5:6] == b" " else event[5:]
-    parts = []
-    for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            parts.append(line[6:] if line[5:6] == b" " else line[5:])
-    return b"\n".join(parts) if parts else None
+    def _plain(self, rec: RequestRecord, sink: _SSESink) -> None:
+        """A non-streamed answer (or a server that ignored ``stream: true``): one JSON object."""
+        raw = bytes(sink.body)
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise StreamFailure(ErrorClass.MALFORMED, f"answer is not JSON: {raw[:120]!r}") from None
+        if isinstance(obj, dict) and obj.get("error"):
+            raise StreamFailure(ErrorClass.SERVER, f"error in a 200 answer: {obj['error']}")
+        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
+            raise StreamFailure(ErrorClass.MALFORMED, "answer has no 'choices' list")
+        text = ""
+        for ch in obj["choices"]:
+            if isinstance(ch, dict):
+                if self._chat:
+                    msg = ch.get("message") or {}
+                    if isinstance(msg, dict):
+                        text += (msg.get("content") or "") + (msg.get("reasoning_content") or "")
+                else:
+                    text += ch.get("text") or ""
+        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+        if isinstance(usage.get("prompt_tokens"), int):
+            rec.tokens_in, rec.tokens_in_estimated = usage["prompt_tokens"], False
+        if isinstance(usage.get("completion_tokens"), int):
+            rec.tokens_out = usage["completion_tokens"]
+        else:
+            rec.tokens_out, rec.tokens_out_estimated = estimate_tokens(text), True
+        if not text:
+            raise StreamFailure(ErrorClass.EMPTY, "the answer carried no generated content")
+        rec.chunk_ns.append(rec.end_ns)  # everything arrived with the last byte: ttft == e2el
+        rec.first_token_ns = rec.end_ns
