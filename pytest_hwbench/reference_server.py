@@ -263,6 +263,41 @@ def _json_error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "code": status}}, status=status)
 
 
+class _ArrivalStamp(asyncio.Protocol):
+    """Stands between a socket and aiohttp's protocol to note when each read arrived.
+
+    Only public pieces are used (``AppRunner.server`` is aiohttp's protocol factory; handlers find their
+    connection's stamp through ``request.transport``). Requests on one connection are answered one at a
+    time (no pipelining from the load clients), so the connection's latest read is its request's last byte.
+    """
+
+    def __init__(self, inner: asyncio.Protocol, table: dict[Any, int]) -> None:
+        self.inner = inner
+        self.table = table
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.table[self.transport] = time.perf_counter_ns()
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.table.pop(self.transport, None)
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class ReferenceServer:
     """The reference server in this process: ``await start()`` → base URL, ``await stop()``.
 
@@ -280,6 +315,8 @@ class ReferenceServer:
         self._runner: web.AppRunner | None = None
         self._faults = self.config.fault_table()
         self._next_id = 0
+        self._arrivals: dict[Any, int] = {}
+        self._listener: asyncio.AbstractServer | None = None
         self.base_url: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -301,19 +338,27 @@ class ReferenceServer:
         """Listen on ``host:port`` (0 = any free port) and return the base URL."""
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        real_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        factory = self._runner.server
+        assert factory is not None
+        arrivals = self._arrivals
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(lambda: _ArrivalStamp(factory(), arrivals), host, port,
+                                                  reuse_address=True)
+        real_port = self._listener.sockets[0].getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{real_port}"
         return self.base_url
 
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._listener is not None:
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(self._listener.wait_closed(), 1.0)
+            self._listener = None
 
     def reset(self) -> None:
         """Forget stats, the stall origin and the RNG state (a fresh, reproducible run)."""
@@ -323,15 +368,26 @@ class ReferenceServer:
         self._stall = None
 
     # ------------------------------------------------------------------ timing core
-    def _arrive(self) -> float:
-        loop_now = asyncio.get_running_loop().time()
+    def _arrive(self, request: web.Request) -> tuple[float, int]:
+        """When the request arrived: (loop time, perf_counter_ns) of the read that completed it.
+
+        Taken from the connection's last ``data_received`` (see ``_ArrivalStamp``), not at handler entry:
+        aiohttp needs a few loop iterations to get from the bytes to the handler, and on a busy server that
+        is milliseconds which would otherwise be added on top of the configured TTFT.
+        """
+        loop = asyncio.get_running_loop()
+        now_ns = time.perf_counter_ns()
+        loop_now = loop.time()
+        arrival_ns = self._arrivals.get(request.transport, now_ns)
+        arrival_ns = min(arrival_ns, now_ns)
+        arrival = loop_now - (now_ns - arrival_ns) / 1e9
         if self._origin is None:
-            self._origin = loop_now
+            self._origin = arrival
             if self.config.stall_at_s is not None and self.config.stall_s > 0:
-                start = loop_now + self.config.stall_at_s
+                start = arrival + self.config.stall_at_s
                 self._stall = (start, start + self.config.stall_s)
         self.stats.requests += 1
-        return loop_now
+        return arrival, arrival_ns
 
     def _plan(self, request: web.Request, max_tokens: Any, ignore_eos: bool, prompt_tokens: int) -> _Plan:
         cfg, rng = self.config, self._rng
@@ -444,8 +500,7 @@ class ReferenceServer:
         return await self._openai(request, chat=True)
 
     async def _openai(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
-        arrival_ns = time.perf_counter_ns()
-        arrival = self._arrive()
+        arrival, arrival_ns = self._arrive(request)
         body = await self._body(request)
         if body is None:
             return _json_error(400, "request body is not a JSON object", "BadRequestError")
@@ -582,7 +637,7 @@ class ReferenceServer:
         return await self._ollama(request, chat=True)
 
     async def _ollama(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
-        arrival = self._arrive()
+        arrival, _ = self._arrive(request)
         body = await self._body(request)
         if body is None:
             return web.json_response({"error": "request body is not a JSON object"}, status=400)

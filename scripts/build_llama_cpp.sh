@@ -26,7 +26,11 @@ done
 
 log() { echo "[build_llama_cpp] $*" >&2; }
 
-have_bins() { [ -x "$1/llama-server" ] && [ -x "$1/llama-bench" ]; }
+# Present *and* runnable: a cache carried to a machine with another CPU may hold binaries built for
+# instructions it lacks (SIGILL); those are rebuilt rather than trusted.
+have_bins() {
+  [ -x "$1/llama-server" ] && [ -x "$1/llama-bench" ] && "$1/llama-server" --version >/dev/null 2>&1
+}
 
 # Fast path: a pinned version already built, or (no pin) any cached version, newest first.
 if [ -n "$VERSION" ]; then
@@ -37,11 +41,20 @@ elif [ -d "$CACHE_ROOT" ]; then
   done
 fi
 
+# One build at a time per cache (parallel CI jobs, a developer re-running it): the second waits, then
+# finds the binaries the first one built.
+mkdir -p "$CACHE_ROOT"
+if command -v flock >/dev/null; then
+  exec 9>"$CACHE_ROOT/.build.lock"
+  flock 9
+  if [ -n "$VERSION" ] && have_bins "$CACHE_ROOT/$VERSION/bin"; then echo "$CACHE_ROOT/$VERSION/bin"; exit 0; fi
+fi
+
 for tool in cmake make cc c++ tar; do
   command -v "$tool" >/dev/null || { log "missing build tool: $tool (apt-get install cmake build-essential)"; exit 3; }
 done
 
-# The download goes to a temp dir; the source and build trees live in the cache (.src-/.build-<version>)
+# The download goes to a temp dir; the source and build trees live in the cache (.work-<version>/)
 # so that an interrupted build (Ctrl-C, CI time-out) resumes where make stopped instead of from scratch.
 DL="$(mktemp -d "${TMPDIR:-/tmp}/llama-cpp-sdist.XXXXXX")"
 trap 'rm -rf "$DL"' EXIT

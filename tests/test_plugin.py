@@ -361,3 +361,24 @@ def test_unchanged_rerun_of_real_measurements_is_not_fail(pytester: pytest.Pytes
     res.assert_outcomes(passed=1)
     assert results_of(pytester)["test_real.py::test_matmul"]["baseline_status"] in {"PASS", "INCONCLUSIVE",
                                                                                    "STALE"}
+
+
+def test_inconclusive_rerun_policy_adds_trials_then_warns(pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_r="""
+        import itertools
+        VALUES = itertools.cycle([100.0, 80.0, 120.0, 95.0, 105.0, 90.0])
+        def test_noisy(hwbench):
+            hwbench.record("speed", next(VALUES), unit="op/s")
+    """)
+    recipe = write_recipe(pytester, "baseline:\n  tolerance: 0.05\n  inconclusive: rerun\n  reruns: 1\n")
+    args = ["--recipe", str(recipe), NO_MLFLOW, "--hwbench-testbed", "tb"]
+    pytester.runpytest(*args, "--hwbench-save-baseline").assert_outcomes(passed=1)
+    for p in (pytester.path / "reports").iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+    res = pytester.runpytest(*args)
+    res.assert_outcomes(passed=1)
+    r = results_of(pytester)["test_r.py::test_noisy"]
+    assert r["trials"] == 6 and r["verdict"] == "WARN" and r["baseline_status"] == "INCONCLUSIVE"
+    res.stdout.fnmatch_lines(["*WARN*baseline inconclusive*speed*"])

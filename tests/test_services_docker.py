@@ -160,7 +160,9 @@ def test_sigkill_leftovers_are_reaped_by_the_next_run(tmp_path, request):
     child.kill()  # no handler runs: the services outlive their owner
     child.wait(timeout=30)
     assert len(our_processes(run_id)) == 1 and len(leftover_containers(run_id)) == 1
-    report = reap_leftovers(tmp_path / "state")
+    # The next run's ServiceSet reaps at start.
+    report = ServiceSet(log_dir=tmp_path / "logs2", state_dir=tmp_path / "state", handle_signals=False).reaped
+    assert report is not None
     assert len(report.processes) == 1 and len(report.containers) == 1, report.to_dict()
     assert our_processes(run_id) == [] and leftover_containers(run_id) == []
     assert reap_leftovers(tmp_path / "state").count == 0

@@ -185,3 +185,36 @@ def test_postgres_process_backend(services, tmp_path):
     data_dir = svc.info["data_dir"]
     svc.stop()
     assert not os.path.exists(data_dir)
+
+
+def test_generic_kind_fills_in_placeholders(services):
+    import sys
+    import urllib.request
+
+    svc = services.start(spec("generic", name="web", binary=sys.executable,
+                              args=["-m", "http.server", "{port}", "--bind", "{host}", "--directory", "{work_dir}"],
+                              health={"http": "/"}))
+    with urllib.request.urlopen(svc.endpoint.url + "/", timeout=10) as resp:
+        assert resp.status == 200
+    assert svc.info["argv"][-5:-2] == [str(svc.endpoint.port), "--bind", "127.0.0.1"]
+
+
+def test_mlflow_process_backend(services):
+    """An HTTP kind through the process backend: MLflow's tracking server (a dependency of the plugin)."""
+    import urllib.request
+
+    need_binary("mlflow", "pip install mlflow")
+    svc = services.start(spec("mlflow", name="track", startup_timeout=180))
+    url = svc.endpoint.extra["tracking_uri"] + "/api/2.0/mlflow/experiments/search?max_results=5"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        assert json.loads(resp.read())["experiments"][0]["name"] == "Default"
+    assert "mlflow" in svc.info["binary_version"]
+
+
+def test_start_all_stops_the_started_ones_when_one_fails(redis_server, services):
+    ok = spec("redis", name="first")
+    bad = spec("redis", name="second", args=["--no-such-directive", "1"])
+    with pytest.raises(ServiceStartError, match="service 'second'"):
+        services.start_all([ok, bad])
+    assert services.services == {}
+    assert our_processes(services.run_id) == []

@@ -299,3 +299,35 @@ def test_tiny_gguf_has_the_documented_shape(tmp_path):
     assert len(tokens) == 259 and tokens[:4] == ["<unk>", "<s>", "</s>", "<0x00>"] and tokens[-1] == "<0xFF>"
     names = {t.name for t in reader.tensors}
     assert {"token_embd.weight", "output.weight", "blk.1.ffn_down.weight"} <= names and len(names) == 21
+
+
+def test_wait_ready_tells_loading_apart_from_starting(tmp_path):
+    """An engine that answers 503 while its model loads: first answer → ready is the model load time."""
+    from pytest_hwbench.services.running import wait_ready
+
+    class Loading(_Handler):
+        ready_at = 0.0
+
+        def do_GET(self):
+            import time
+
+            code = 200 if time.monotonic() >= type(self).ready_at else 503
+            self.send_response(code)
+            self.end_headers()
+
+    import time
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loading)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        Loading.ready_at = time.monotonic() + 0.8
+        ready_s, first_answer_s = wait_ready("llm", HttpProbe(), "127.0.0.1", srv.server_address[1], timeout=10,
+                                             dead_reason=lambda: None, log_path=None, poll=0.05)
+        assert first_answer_s is not None and first_answer_s < 0.5
+        assert 0.5 < ready_s - first_answer_s < 5
+        # Already ready at the first answer: nothing to tell apart.
+        assert wait_ready("llm", HttpProbe(), "127.0.0.1", srv.server_address[1], timeout=10,
+                          dead_reason=lambda: None, log_path=None)[1] is None
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -154,8 +154,9 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
             "gpus": gpus, "log": str(log_path), "started_at_ns": time.time_ns(),
             "startup_s": round(now_s() - t_launch, 4), **ctx.info,
         }
-        if kind.model_loads_at_start and first_answer_s is not None:
-            info["model_load_s"] = round(ready_s - first_answer_s, 4)
+        if kind.model_loads_at_start:
+            # None: the server first answered when the model was already loaded (it is inside startup_s).
+            info["model_load_s"] = None if first_answer_s is None else round(ready_s - first_answer_s, 4)
         svc = DockerService(client=client, container=container, follower=follower, name=name, kind=kind.name,
                             endpoint=endpoint, info=info, probe=probe, log_path=log_path)
         info.update(kind.after_ready(ctx, endpoint))

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,11 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         probe = _probe(kind, ctx, settings, source)
         timeout = float(settings.get("startup_timeout") or kind.startup_timeout)
 
+        # `binary --version` for the manifest runs beside the health wait: some (mlflow, vllm) take seconds
+        # to import, which must not count as start-up time.
+        version: dict[str, str | None] = {}
+        version_thread = threading.Thread(target=lambda: version.update(v=_version(binary)), daemon=True)
+        version_thread.start()
         t_launch = now_s()
         with open(log_path, "ab") as log:
             log.write(f"[hwbench] starting {name} ({kind.name}): {' '.join(argv)}\n".encode())
@@ -185,15 +191,18 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
 
         ready_s, first_answer_s = wait_ready(name, probe, host, port, timeout=timeout,
                                              dead_reason=lambda: _exit_reason(proc), log_path=log_path)
+        startup_s = round(now_s() - t_launch, 4)
         endpoint = kind.endpoint(ctx, host, port, extra_ports)
+        version_thread.join(timeout=30)
         info: dict[str, Any] = {
             "name": name, "kind": kind.name, "backend": "process", "run_id": run_id, "binary": binary,
             "argv": argv, "pid": proc.pid, "run_as": ctx.run_as, "log": str(log_path),
-            "started_at_ns": time.time_ns(), "startup_s": round(now_s() - t_launch, 4),
-            "binary_version": _version(binary), **ctx.info,
+            "started_at_ns": time.time_ns(), "startup_s": startup_s, "binary_version": version.get("v"),
+            **ctx.info,
         }
-        if kind.model_loads_at_start and first_answer_s is not None:
-            info["model_load_s"] = round(ready_s - first_answer_s, 4)
+        if kind.model_loads_at_start:
+            # None: the server first answered when the model was already loaded (it is inside startup_s).
+            info["model_load_s"] = None if first_answer_s is None else round(ready_s - first_answer_s, 4)
         svc = ProcessService(proc=proc, pid_file=pid_file, registry=registry, ports=reserved, work_dir=work_dir,
                              stop_signal=kind.stop_signal, name=name, kind=kind.name, endpoint=endpoint,
                              info=info, probe=probe, log_path=log_path)
@@ -340,12 +349,13 @@ def _version(binary: str) -> str | None:
     """``binary --version``'s first line, for the run manifest (cached; bounded; None when it has none)."""
     if binary in _VERSIONS:
         return _VERSIONS[binary]
-    out: str | None = None
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        done = subprocess.run([binary, "--version"], capture_output=True, timeout=5, check=False,
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, timeout=30, check=False,
                               stdin=subprocess.DEVNULL)
-        lines = (done.stdout + done.stderr).decode("utf-8", "replace").strip().splitlines()
-        if done.returncode == 0 and lines:
-            out = next((ln for ln in lines if "version" in ln.lower()), lines[0])[:200]
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # not cached: a busy machine may answer next time
+    lines = (done.stdout + done.stderr).decode("utf-8", "replace").strip().splitlines()
+    out = next((ln for ln in lines if "version" in ln.lower()), lines[0])[:200] \
+        if done.returncode == 0 and lines else None
     _VERSIONS[binary] = out
     return out

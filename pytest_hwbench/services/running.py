@@ -90,7 +90,9 @@ def wait_ready(name: str, probe: Probe, host: str, port: int, *, timeout: float,
                log_text: Callable[[], str] | None = None, poll: float = 0.25) -> tuple[float, float | None]:
     """Poll until ``probe`` passes; raise :class:`ServiceStartError` when the service dies or time runs out.
 
-    Returns (seconds to ready, seconds to the first answer or None) measured from the call. Both errors
+    Returns (seconds to ready, seconds to the first not-yet-ready answer or None) measured from the call;
+    None means the first answer was already "ready" (nothing to tell apart, e.g. a model that loads before
+    the server listens). Both errors
     carry the log tail and a hint, because the log nearly always says why.
     """
     t0 = now_s()
@@ -109,7 +111,7 @@ def wait_ready(name: str, probe: Probe, host: str, port: int, *, timeout: float,
                                     hint=hint_for(text + "\n" + reason) or "see the log lines below",
                                     log_path=_str(log_path))
         last = probe.check(host, port, timeout=min(2.0, max(0.2, deadline - now_s())))
-        if last.state is not State.DOWN and first_answer is None:
+        if last.state is State.ANSWERING and first_answer is None:
             first_answer = now_s() - t0
         if last.state is State.READY:
             return now_s() - t0, first_answer

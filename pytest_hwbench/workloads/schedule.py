@@ -17,6 +17,7 @@ Processes (``rate`` in requests per second, first arrival at offset 0):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,12 +71,19 @@ class ArrivalProcess:
             return np.zeros(0, dtype=np.int64)
         if duration_s is not None and duration_s <= 0:
             return np.zeros(0, dtype=np.int64)
+        limit_ns = None if duration_s is None else round(duration_s * 1e9)
+        if self.kind == "constant":  # exact multiples: no float drift over long schedules
+            n = count if limit_ns is None else math.ceil(duration_s * self.rate) + 1  # type: ignore[operator]
+            if count is not None:
+                n = min(n, count)
+            out = np.round(np.arange(n, dtype=np.float64) * (1e9 / self.rate)).astype(np.int64)
+            return out if limit_ns is None else out[out < limit_ns]
         limit = np.inf if duration_s is None else duration_s
+        expected = int(limit * self.rate * 1.2) + 64 if duration_s is not None else None
+        block = max(1, min(x for x in (count, expected) if x is not None))
         blocks: list[np.ndarray] = []
         total = 0
         last = 0.0
-        expected = int(limit * self.rate * 1.2) + 64 if duration_s is not None else None
-        block = max(1, min(x for x in (count, expected) if x is not None))
         while True:
             gaps = self.gaps_s(block, rng)
             if not blocks:
@@ -86,12 +94,10 @@ class ArrivalProcess:
             last = float(times[-1])
             if (count is not None and total >= count) or last >= limit:
                 break
-        out = np.concatenate(blocks)
+        out = np.round(np.concatenate(blocks) * 1e9).astype(np.int64)
         if count is not None:
             out = out[:count]
-        if duration_s is not None:
-            out = out[out < limit]
-        return np.round(out * 1e9).astype(np.int64)
+        return out if limit_ns is None else out[out < limit_ns]
 
 
 @dataclass(frozen=True)
