@@ -74,6 +74,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistControllerHooks(session), "hwbench-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        for err in session.services.stop_all():
+            print(f"pytest-hwbench: stopping a service failed: {err}")
 
 
 def get_session(config: pytest.Config) -> HwbenchSession:
@@ -108,6 +117,39 @@ def hwbench(request: pytest.FixtureRequest) -> Recorder:
                         confidence=session.recipe.baseline.confidence)
     item.stash[RECORDER_KEY] = recorder
     return recorder
+
+
+@pytest.fixture(scope="session")
+def hwbench_services(request: pytest.FixtureRequest) -> Any:
+    """The recipe's services: ``hwbench_services.endpoint("llm")`` starts it if needed (once per session)
+    and returns its ``Endpoint`` (host, port, url, extra)."""
+    return get_session(request.config).services
+
+
+@pytest.fixture
+def hwbench_endpoint(request: pytest.FixtureRequest, hwbench_services: Any) -> Any:
+    """Endpoint of the service named by the test's ``@pytest.mark.hwbench(service="...")``."""
+    marker = request.node.get_closest_marker("hwbench")
+    name = marker.kwargs.get("service") if marker else None
+    if not isinstance(name, str):
+        raise pytest.UsageError(f"{request.node.nodeid}: hwbench_endpoint needs "
+                                "@pytest.mark.hwbench(service='<name from the recipe>')")
+    return hwbench_services.endpoint(name)
+
+
+class XdistControllerHooks:
+    """Under xdist the controller owns the services and hands their endpoints to each worker."""
+
+    def __init__(self, session: HwbenchSession) -> None:
+        self.session = session
+        self._started = False
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if not self._started:
+            self._started = True
+            self.session.services.start_all()
+        node.workerinput.update(self.session.services.workerinput(), hwbench_run_id=self.session.run_id)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -28,6 +28,7 @@ from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact
+from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.decide import TestVerdict
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
@@ -105,7 +106,11 @@ class HwbenchSession:
         self.options = Options.from_config(config)
         self.is_worker = hasattr(config, "workerinput")
         self.recipe = load_session_recipe(self.options.recipe_path)
-        self.run_id = new_run_id()
+        workerinput = getattr(config, "workerinput", None)
+        # Workers use the controller's run id so service logs and results land in one run directory.
+        self.run_id = (workerinput or {}).get("hwbench_run_id") or new_run_id()
+        self.services = ServiceHub(self.recipe, self.options.report_dir / self.run_id / "services", self.run_id,
+                                   workerinput)
         self.started_at = time.time()
         self.results: dict[str, dict[str, Any]] = {}
         self.writer: RunWriter | None = None
@@ -294,6 +299,7 @@ class HwbenchSession:
                         "allow_parallel": self.options.allow_parallel,
                         "baseline_dir": str(self.baseline_dir)},
             "fingerprint": self.fingerprint, "git": self.fingerprint.get("git"),
+            "services": self.services.manifest(),
         }, recipe.secret_values)
 
     def finish(self, exitstatus: int) -> None:

@@ -284,3 +284,27 @@ def test_a_stale_keep_alive_connection_is_retried_once_on_a_fresh_one():
             await c.aclose()
     first, second = raw_server(answers)(body)
     assert first.ok and second.ok, second.error_detail
+
+
+def test_a_run_through_faults_never_crashes_and_error_rate_counts_every_class():
+    from pytest_hwbench.workloads.engine import LoadSpec, run_load
+    from pytest_hwbench.workloads.llm_metrics import compute_llm_metrics
+
+    cfg = ReferenceConfig(ttft_ms=1, itl_ms=0.5, output_tokens=6, seed=2, error_rate=0.1,
+                          faults=(("close", 0.05), ("malformed", 0.05), ("empty", 0.05), ("inband_error", 0.05),
+                                  ("hang", 0.02)))
+
+    async def body(url: str, _: ReferenceServer) -> Any:
+        c = await OpenAIClientConfig(base_url=url, model=MODEL, prompts=PROMPTS, timeout_s=0.4).open()
+        try:
+            return await run_load(LoadSpec.closed(8, requests=200), c.send)
+        finally:
+            await c.aclose()
+    res = serve(cfg, body)
+    m = compute_llm_metrics(res.records)
+    assert m.counts["attempted"] == 200
+    assert set(m.errors) == {ErrorClass.HTTP_5XX, ErrorClass.STREAM_CLOSED, ErrorClass.MALFORMED,
+                             ErrorClass.EMPTY, ErrorClass.SERVER, ErrorClass.TIMEOUT}
+    assert m.scalars["error_rate"] == pytest.approx(sum(m.errors.values()) / 200)
+    assert 0.2 < m.scalars["error_rate"] < 0.45  # 32 % injected
+    assert m.samples["ttft_ms"].size == m.counts["succeeded"] > 100  # the good ones are still measured

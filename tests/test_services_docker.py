@@ -166,3 +166,18 @@ def test_sigkill_leftovers_are_reaped_by_the_next_run(tmp_path, request):
     assert len(report.processes) == 1 and len(report.containers) == 1, report.to_dict()
     assert our_processes(run_id) == [] and leftover_containers(run_id) == []
     assert reap_leftovers(tmp_path / "state").count == 0
+
+
+def test_docker_env_volumes_and_args(services, tmp_path):
+    import redis
+
+    image = need_redis_image()
+    data = tmp_path / "data"
+    data.mkdir()
+    svc = services.start(spec("redis", "docker", name="cache", image=image, env={"HWBENCH_X": "1"},
+                              volumes={str(data): "/data"}, args=["--dir", "/data", "--dbfilename", "snap.rdb"]))
+    assert "HWBENCH_X=1" in svc.container.attrs["Config"]["Env"]
+    client = redis.Redis.from_url(svc.endpoint.url)
+    client.set("k", "v")
+    client.save()
+    assert (data / "snap.rdb").stat().st_size > 0  # written inside the container, visible on the host

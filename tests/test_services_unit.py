@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -331,3 +332,87 @@ def test_wait_ready_tells_loading_apart_from_starting(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+class _FakeOllama(http.server.BaseHTTPRequestHandler):
+    """Just enough of Ollama's API to check that a model is pulled, then loaded, each timed on its own."""
+
+    calls: ClassVar[list] = []
+
+    def do_GET(self):
+        self.send_response(200 if self.path == "/api/version" else 404)
+        self.end_headers()
+        self.wfile.write(b'{"version": "0.0-fake"}')
+
+    def do_POST(self):
+        import time
+
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append((self.path, body))
+        time.sleep(0.3 if self.path == "/api/pull" else 0.2)
+        answer = {"status": "success"} if self.path == "/api/pull" else {"done": True}
+        if body.get("model") == "missing:tag":
+            answer = {"error": "pull model manifest: file does not exist"}
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(json.dumps(answer).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def test_ollama_model_is_pulled_then_loaded_and_both_are_timed(tmp_path):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeOllama)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        svc = start(spec("ollama", "external", name="llm", url=url, model="tiny:1b", keep_alive="5m"), tmp_path)
+        assert [c[0] for c in _FakeOllama.calls] == ["/api/pull", "/api/generate"]
+        assert _FakeOllama.calls[1][1] == {"model": "tiny:1b", "keep_alive": "5m", "stream": False}
+        assert svc.info["model"] == "tiny:1b"
+        assert 0.25 < svc.info["model_pull_s"] < 5 and 0.15 < svc.info["model_load_s"] < 5
+        assert svc.endpoint.extra["openai_base_url"] == f"{url}/v1"
+        with pytest.raises(ServiceStartError, match="pulling model 'missing:tag' failed: pull model manifest"):
+            start(spec("ollama", "external", name="llm", url=url, model="missing:tag"), tmp_path)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("backend", ["process", "docker"])
+def test_every_kind_builds_its_command_line(backend, tmp_path):
+    """Kinds whose servers are not installed here still build argv/env/volumes/probe/endpoint cleanly."""
+    from pytest_hwbench.services.base import StartContext
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    settings = {"llamacpp": {"model": str(model), "ctx_size": 512}, "vllm": {"model": "org/m", "dtype": "half"},
+                "triton": {"model_repository": str(repo)},
+                "generic": {"binary": "x"} if backend == "process" else {"image": "x"},
+                "postgres": {"password": "pw", "conf": {"work_mem": "4MB"}}, "ollama": {"models_dir": str(tmp_path)},
+                "s3": {"access_key": "a", "secret_key": "b"}, "qdrant": {"api_key": "k"}}
+    for name, kind in kinds().items():
+        if name.startswith("unit-"):
+            continue
+        s = dict(settings.get(name, {}))
+        kind.validate("svc", backend, s)
+        port = 41000 if backend == "process" else kind.port
+        ports = {p: 41001 + i for i, p in enumerate(kind.extra_ports)} if backend == "process" \
+            else dict(kind.extra_ports)
+        ctx = StartContext(name="svc", kind=kind, backend=backend, settings=s, host="127.0.0.1", port=port,
+                           ports=ports, work_dir=tmp_path, log_dir=tmp_path, run_id="r")
+        if backend == "process":
+            argv = kind.process_args(ctx, "/bin/x")
+            env = kind.process_env(ctx)
+            if name not in ("generic", "ollama", "qdrant"):  # those take the port from env or the recipe's args
+                assert "41000" in " ".join(argv), (name, argv)
+        else:
+            argv = kind.container_command(ctx) or []
+            env = kind.container_env(ctx)
+            kind.container_volumes(ctx)
+        assert all(isinstance(a, str) for a in argv) and all(isinstance(v, str) for v in env.values())
+        assert kind.probe(ctx).description
+        ep = kind.endpoint(ctx, "127.0.0.1", 5555, {p: 5556 for p in kind.extra_ports})
+        assert Endpoint.from_json(ep.to_json()) == ep and ep.kind == name and ep.port == 5555

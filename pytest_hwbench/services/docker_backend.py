@@ -187,6 +187,8 @@ def ensure_image(client: Any, image: str, pull: str, *, name: str, source: str |
                     f"service {name!r}: image {image!r} is not present locally and pull is 'never' "
                     f"(fix: docker pull/load {image}, or build it locally)") from None
     try:
+        if "@" in image:  # pinned by digest: pull exactly that
+            return client.images.pull(image)
         repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         return client.images.pull(repo, tag=tag or "latest")
     except (APIError, ImageNotFound) as err:

@@ -35,13 +35,13 @@ import math
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads.loop import new_event_loop, precise_timers, sleep_until
+from pytest_hwbench.workloads.loop import frozen_heap, new_event_loop, precise_timers, sleep_until
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
 from pytest_hwbench.workloads.schedule import ArrivalProcess, build_open_schedule
 
@@ -264,6 +264,16 @@ class RunResult:
     def measured(self) -> list[RequestRecord]:
         """Records inside the measurement window (warm-up excluded), failed ones included."""
         return [r for r in self.records if not r.warmup]
+
+    def to_dict(self, *, records: bool = False) -> dict[str, Any]:
+        """Plain JSON for results files: the spec, the self-check, and (optionally) every raw record."""
+        out: dict[str, Any] = {
+            "spec": asdict(self.spec), "workers": self.workers, "start_wall_ns": self.start_wall_ns,
+            "duration_s": (self.end_ns - self.start_ns) / 1e9, "self_check": self.self_check.to_dict(),
+            "clock_offsets_ns": list(self.clock_offsets_ns)}
+        if records:
+            out["records"] = [r.to_dict() for r in self.records]
+        return out
 
 
 def _pct(values: np.ndarray) -> dict[str, float]:
@@ -514,7 +524,7 @@ def run_load_sync(spec: LoadSpec, client_factory: ClientFactory, *, workers: int
                                 start_timeout_s=start_timeout_s)
     loop = new_event_loop(precise)
     try:
-        with precise_timers() if precise else contextlib.nullcontext():
+        with precise_timers() if precise else contextlib.nullcontext(), frozen_heap():
             return loop.run_until_complete(run_with_client(spec, client_factory))
     finally:
         with contextlib.suppress(Exception):

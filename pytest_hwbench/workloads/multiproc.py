@@ -44,7 +44,7 @@ from pytest_hwbench.workloads.engine import (
     make_plans,
     run_plan,
 )
-from pytest_hwbench.workloads.loop import new_event_loop, precise_timers
+from pytest_hwbench.workloads.loop import frozen_heap, new_event_loop, precise_timers
 from pytest_hwbench.workloads.records import RequestRecord
 
 
@@ -89,7 +89,8 @@ def _worker_main(conn: Connection, plan: WorkerPlan, factory: ClientFactory, pre
                 if kind != "start":
                     return
                 start_perf = perf_at_wall(start_wall_ns)
-                out = loop.run_until_complete(run_plan(plan, client.send, start_ns=start_perf))
+                with frozen_heap():
+                    out = loop.run_until_complete(run_plan(plan, client.send, start_ns=start_perf))
             finally:
                 loop.run_until_complete(client.aclose())
         for rec in out.records:
@@ -130,7 +131,10 @@ def run_multiprocess(spec: LoadSpec, client_factory: ClientFactory, *, workers: 
 
     ``client_factory`` is pickled to each worker (e.g. ``OpenAIClientConfig(...).open``). ``spawn`` is the
     default start method because forking a process that holds threads or a running loop (pytest, the
-    plugin) is unsafe; it costs each worker an interpreter start (~0.5 s), outside the measured run.
+    plugin) is unsafe; it costs each worker an interpreter start (~0.5 s), outside the measured run. As with
+    any spawned multiprocessing, a calling *script* must guard its entry point with
+    ``if __name__ == "__main__":`` (pytest test modules need nothing). Workers plus the server should not
+    outnumber the cores: on a 2-core box two workers beside a local server measured worse than one.
     """
     plans = make_plans(spec, workers)
     ctx = mp.get_context(mp_context)

@@ -1,0 +1,114 @@
+"""The bridge between the recipe's ``services:`` and the tests that use them.
+
+One process owns each service: the plain pytest process (which starts a service lazily, on the first test
+that asks for it) or, under xdist, the controller (which starts every recipe service before the workers
+start, because it cannot know which ones they will need, and hands the endpoints over in ``workerinput``).
+Workers never start or stop anything. The owner stops everything at session end; the services package
+also reaps what dead runs left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
+
+WORKERINPUT_ENDPOINTS = "hwbench_endpoints"
+WORKERINPUT_ERRORS = "hwbench_service_errors"
+
+
+def unavailable(reason: str) -> None:
+    """Skip for a missing piece, or fail when ``HWBENCH_FAIL_ON_UNAVAILABLE=1`` (CI)."""
+    if os.environ.get("HWBENCH_FAIL_ON_UNAVAILABLE") == "1":
+        pytest.fail(f"not available (HWBENCH_FAIL_ON_UNAVAILABLE=1): {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class ServiceHub:
+    """Endpoints of the recipe's services for this process: started here, or handed over by the controller."""
+
+    def __init__(self, recipe: Any, log_dir: Path, run_id: str,
+                 workerinput: dict[str, Any] | None = None) -> None:
+        self.recipe = recipe
+        self.log_dir = log_dir
+        self.run_id = run_id
+        self.is_worker = workerinput is not None
+        self._handed: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_ENDPOINTS, {}))
+        self._errors: dict[str, tuple[str, str]] = dict((workerinput or {}).get(WORKERINPUT_ERRORS, {}))
+        self._set: Any = None
+        self._running: dict[str, Any] = {}
+
+    def _service_set(self) -> Any:
+        if self._set is None:
+            from pytest_hwbench.services import ServiceSet
+
+            self._set = ServiceSet(log_dir=self.log_dir, run_id=self.run_id, source=self.recipe.path)
+        return self._set
+
+    def _start(self, name: str) -> None:
+        """Start one service here, remembering a failure so later tests fail fast with the same reason."""
+        from pytest_hwbench.services import ServiceStartError
+
+        try:
+            self._running[name] = self._service_set().start(self.recipe.services[name])
+        except ServiceUnavailable as err:
+            self._errors[name] = ("unavailable", str(err))
+        except (ServiceStartError, HwbenchInputError) as err:
+            self._errors[name] = ("error", str(err))
+
+    def start_all(self) -> None:
+        """Controller under xdist: start every recipe service now (failures are handed to the workers)."""
+        for name in self.recipe.services:
+            if name not in self._running and name not in self._errors:
+                self._start(name)
+
+    def workerinput(self) -> dict[str, Any]:
+        """What a worker needs: endpoints (plain JSON, may hold credentials: in memory only) and errors."""
+        return {WORKERINPUT_ENDPOINTS: {n: s.endpoint.to_dict() for n, s in self._running.items()},
+                WORKERINPUT_ERRORS: dict(self._errors)}
+
+    def endpoint(self, name: str) -> Any:
+        """The endpoint of service ``name``; skips (unavailable) or fails (start error, died) the test."""
+        from pytest_hwbench.services import Endpoint, ServiceDied
+
+        if name not in self.recipe.services:
+            provided = ", ".join(self.recipe.services) or "none"
+            pytest.skip(f"recipe {self.recipe.path} provides no service {name!r} "
+                        f"(provided: {provided}; add services.{name} to the recipe)")
+        if name in self._handed:
+            return Endpoint.from_dict(self._handed[name])
+        if name not in self._running and name not in self._errors and not self.is_worker:
+            self._start(name)
+        if name in self._errors:
+            kind, text = self._errors[name]
+            if kind == "unavailable":
+                unavailable(f"service {name!r}: {text}")
+            pytest.fail(f"service {name!r} did not start: {text}", pytrace=False)
+        if name not in self._running:
+            pytest.fail(f"service {name!r} was not handed to this xdist worker", pytrace=False)
+        svc = self._running[name]
+        try:
+            svc.check_alive()
+        except ServiceDied as err:
+            self._errors[name] = ("error", f"died during the run: {err}")
+            pytest.fail(f"service {name!r} died during the run: {err}", pytrace=False)
+        return svc.endpoint
+
+    def manifest(self) -> dict[str, Any]:
+        """Per-service facts for run.json (image digest, binary version, startup and model load time)."""
+        out: dict[str, Any] = {name: svc.info for name, svc in self._running.items()}
+        for name, (kind, text) in self._errors.items():
+            out.setdefault(name, {})["error"] = f"{kind}: {text}"
+        return out
+
+    def stop_all(self) -> list[str]:
+        """Stop what this process owns; returns error texts instead of raising (session end must go on)."""
+        if self._set is None:
+            return []
+        errors = self._set.stop_all()
+        self._running.clear()
+        return [str(e) for e in errors or []]
