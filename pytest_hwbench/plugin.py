@@ -23,6 +23,7 @@ import pytest
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
 
 SESSION_KEY = pytest.StashKey[HwbenchSession]()
@@ -135,6 +136,18 @@ def hwbench_endpoint(request: pytest.FixtureRequest, hwbench_services: Any) -> A
         raise pytest.UsageError(f"{request.node.nodeid}: hwbench_endpoint needs "
                                 "@pytest.mark.hwbench(service='<name from the recipe>')")
     return hwbench_services.endpoint(name)
+
+
+@pytest.fixture(scope="session")
+def hwbench_sweeps(request: pytest.FixtureRequest) -> Any:
+    """``hwbench_sweeps()`` analyses the sweeps among the results so far (knee, max load under SLO), for
+    assertions in a test that runs after the sweep. Results reach this process only without xdist."""
+    session = get_session(request.config)
+
+    def analyse() -> list[dict[str, Any]]:
+        return analyze_sweeps(list(session.results.values()))
+
+    return analyse
 
 
 class XdistControllerHooks:

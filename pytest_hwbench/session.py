@@ -28,6 +28,7 @@ from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact
+from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.decide import TestVerdict
 
@@ -118,6 +119,7 @@ class HwbenchSession:
         self.mlflow_run_id: str | None = None
         self.baseline_written: list[str] = []
         self.baseline_error: str | None = None
+        self.sweeps: list[dict[str, Any]] = []
         self._to_save: dict[str, tuple[dict[str, MetricResult], dict[str, Any]]] = {}
 
     # -- lazily computed environment --------------------------------------------------------------------
@@ -308,8 +310,9 @@ class HwbenchSession:
         if self.writer is None:
             return
         complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
+        self.sweeps = analyze_sweeps(list(self.results.values()))
         results_doc = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "testbed": self.testbed,
-                       "complete": complete, "tests": list(self.results.values()),
+                       "complete": complete, "tests": list(self.results.values()), "sweeps": self.sweeps,
                        "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256}}
         self.writer.write_results(results_doc)
         if self._to_save and complete:

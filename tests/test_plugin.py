@@ -382,3 +382,24 @@ def test_inconclusive_rerun_policy_adds_trials_then_warns(pytester: pytest.Pytes
     r = results_of(pytester)["test_r.py::test_noisy"]
     assert r["trials"] == 6 and r["verdict"] == "WARN" and r["baseline_status"] == "INCONCLUSIVE"
     res.stdout.fnmatch_lines(["*WARN*baseline inconclusive*speed*"])
+
+
+def test_sweep_knee_and_max_load_under_slo(pytester: pytest.Pytester) -> None:
+    """A synthetic server with capacity 4: req/s grows linearly to 4, then flat; latency SLO fails past 4."""
+    pytester.makepyfile(test_s="""
+        import pytest
+        @pytest.mark.hwbench(sweep={"concurrency": [1, 2, 3, 4, 6, 8, 12]}, slo=["latency_ms.p99 < 15"])
+        def test_load(hwbench, concurrency):
+            hwbench.record("req_s", 100.0 * min(concurrency, 4), unit="req/s")
+            hwbench.record("latency_ms", [10.0 * max(1.0, concurrency / 4)] * 5, unit="ms")
+        def test_assert_on_sweep(hwbench_sweeps):
+            (sweep,) = hwbench_sweeps()
+            assert sweep["max_sustainable"]["load"] == 4
+    """)
+    res = pytester.runpytest(NO_MLFLOW, "--hwbench-repetitions", "2")
+    res.assert_outcomes(passed=5, failed=3)
+    res.stdout.fnmatch_lines(["*sweep test_s.py::test_load: req_s knee at concurrency=4*max concurrency under SLO = 4"
+                              " (first failing 6)*"])
+    doc = json.loads((run_dir(pytester) / "results.json").read_text())
+    (sweep,) = doc["sweeps"]
+    assert sweep["loads"] == [1, 2, 3, 4, 6, 8, 12] and abs(sweep["throughput_knee"]["load"] - 4) < 0.5

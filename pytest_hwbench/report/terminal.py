@@ -63,6 +63,12 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
         tr.write_line("")
         for _, text in notes:
             tr.write_line(f"WARN {text}", yellow=True)
+    if hw.sweeps:
+        from pytest_hwbench.report.sweeps import describe
+
+        tr.write_line("")
+        for sweep in hw.sweeps:
+            tr.write_line(f"sweep {describe(sweep)}")
     skipped = [r for r in results if r.get("verdict") == "SKIP"]
     for r in skipped:
         tr.write_line(f"SKIP {r['name']}: {r.get('skip_reason', '')}")
