@@ -169,13 +169,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("hwbench")
     if marker is None:
         return
-    session = get_session(item.config)
     wanted = marker.kwargs.get("service") or marker.kwargs.get("services") or []
     for name in [wanted] if isinstance(wanted, str) else wanted:
-        if name not in session.recipe.services:
-            provided = ", ".join(session.recipe.services) or "none"
-            pytest.skip(f"recipe {session.recipe.path} provides no service {name!r} "
-                        f"(provided: {provided}; add services.{name} to the recipe)")
+        get_session(item.config).services.check_provided(name)
 
 
 @contextlib.contextmanager

@@ -71,14 +71,18 @@ class ServiceHub:
         return {WORKERINPUT_ENDPOINTS: {n: s.endpoint.to_dict() for n, s in self._running.items()},
                 WORKERINPUT_ERRORS: dict(self._errors)}
 
-    def endpoint(self, name: str) -> Any:
-        """The endpoint of service ``name``; skips (unavailable) or fails (start error, died) the test."""
-        from pytest_hwbench.services import Endpoint, ServiceDied
-
+    def check_provided(self, name: str) -> None:
+        """Skip the test when the recipe has no service ``name``: the recipe chose not to run it."""
         if name not in self.recipe.services:
             provided = ", ".join(self.recipe.services) or "none"
             pytest.skip(f"recipe {self.recipe.path} provides no service {name!r} "
                         f"(provided: {provided}; add services.{name} to the recipe)")
+
+    def endpoint(self, name: str) -> Any:
+        """The endpoint of service ``name``; skips (unavailable) or fails (start error, died) the test."""
+        from pytest_hwbench.services import Endpoint, ServiceDied
+
+        self.check_provided(name)
         if name in self._handed:
             return Endpoint.from_dict(self._handed[name])
         if name not in self._running and name not in self._errors and not self.is_worker:
