@@ -61,7 +61,8 @@ class RunWriter:
             return None
         buf = io.BytesIO()
         np.savez_compressed(buf, **samples)
-        return write_bytes_atomic(self.dir / "samples" / f"{file_slug(test_id)}.npz", buf.getvalue())
+        return write_bytes_atomic(self.dir / "samples" / f"{file_slug(test_id)}.npz", buf.getvalue(),
+                                  durable=False)
 
     def write_results(self, results: dict[str, Any]) -> Path:
         return write_json_atomic(self.dir / "results.json", results)
