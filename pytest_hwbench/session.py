@@ -58,7 +58,7 @@ class Options:
             ini = config.getini("hwbench_recipe")
             if ini:
                 base = config.inipath.parent if config.inipath else root
-                recipe = str(Path(base, ini))
+                recipe = _display_path(Path(base, ini), config.invocation_params.dir)
         report_dir = config.getoption("hwbench_report_dir") or config.getini("hwbench_report_dir") or "reports"
         mlflow_ini = (config.getini("hwbench_mlflow") or "").strip()
         uri = config.getoption("hwbench_mlflow") or (mlflow_ini if mlflow_ini not in ("", "off") else None)
@@ -70,6 +70,14 @@ class Options:
                    report_dir=Path(root, report_dir), mlflow_uri=uri, mlflow_enabled=enabled,
                    allow_parallel=config.getoption("hwbench_allow_parallel"),
                    repetitions=config.getoption("hwbench_repetitions"))
+
+
+def _display_path(path: Path, cwd: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter messages), else absolute."""
+    try:
+        return str(path.resolve().relative_to(cwd.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def load_session_recipe(path: str | None) -> Recipe:

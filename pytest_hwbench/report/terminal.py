@@ -56,7 +56,7 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
         counts[r.get("verdict", "?")] = counts.get(r.get("verdict", "?"), 0) + 1
     tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
     tr.write_sep("=", f"hwbench: {tally} | testbed {hw.testbed} | recipe {hw.recipe.name}")
-    for line in build_table(results):
+    for line in build_table([r for r in results if r.get("verdict") != "SKIP"]):
         tr.write_line(line)
     notes = [(r["name"], text) for r in results for text in r.get("warnings", [])]
     if notes:
@@ -69,9 +69,13 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
         tr.write_line("")
         for sweep in hw.sweeps:
             tr.write_line(f"sweep {describe(sweep)}")
-    skipped = [r for r in results if r.get("verdict") == "SKIP"]
-    for r in skipped:
-        tr.write_line(f"SKIP {r['name']}: {r.get('skip_reason', '')}")
+    reasons: dict[str, int] = {}
+    for r in results:
+        if r.get("verdict") == "SKIP":
+            reason = str(r.get("skip_reason", "")).removeprefix("Skipped: ")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in sorted(reasons.items()):
+        tr.write_line(f"SKIP x{n}: {reason}")
     if hw.writer is not None:
         tr.write_line(f"hwbench report: {hw.writer.dir}")
     if hw.baseline_written:
