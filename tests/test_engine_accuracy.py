@@ -66,6 +66,9 @@ MEASURED = 3 * STREAMS
 TTFT_P50_TOL, TTFT_P99_TOL, ITL_P50_TOL = 1.0, 3.0, 0.5
 #: Per-chunk ITL error at p99, ms: justified in ``test_64_streams_client_measures_what_the_server_did``.
 ITL_P99_TOL = 3.0
+#: How often the engine samples its own loop's lag in these runs (default 5 ms): a stall of the client
+#: process longer than this is seen by the sampler, so the sampled maximum + this bounds any stall.
+LAG_INTERVAL_MS = 1.0
 
 # The unmodified reference server, run through its own ``main``, with two additions for this test only:
 # every content chunk's write instant (perf_counter_ns right after the write, as the server itself stamps
@@ -227,6 +230,16 @@ class Run:
     def itl_err(self) -> np.ndarray:
         return self.itl - self.server_itl
 
+    @property
+    def server_stall(self) -> float:
+        """Longest stall of the server's loop, ms: its largest emission lateness (timers ~0.3 ms apart)."""
+        return self.lateness["max"]
+
+    @property
+    def client_stall(self) -> float:
+        """Longest stall of the client's loop, ms: the engine's largest loop lag + its sampling interval."""
+        return self.result.self_check.loop_lag_ms["max"] + LAG_INTERVAL_MS
+
     def summary(self) -> dict[str, Any]:
         """p50 / p99 / max of everything, for the test output and every failure message."""
         return {"priority": self.priority, "ttft": _q(self.ttft), "server ttft": _q(self.server_ttft),
@@ -253,7 +266,8 @@ def accuracy_run(accuracy_server: tuple[str, str]) -> Run:
     with first_in_line() as client_priority:
         # ramp-up over one ITL: streams start 0.3 ms apart instead of in lock-step (see engine docs)
         res = run_load_sync(LoadSpec.closed(STREAMS, requests=MEASURED, warmup_requests=STREAMS,
-                                            ramp_up_s=ITL_MS / 1e3), cfg.open)
+                                            ramp_up_s=ITL_MS / 1e3, lag_interval_s=LAG_INTERVAL_MS / 1e3),
+                            cfg.open)
     lateness = _get(url + "/hwbench/stats")["emission_lateness_ms"]
     emissions = _get(url + "/hwbench/emissions")
     m = compute_llm_metrics(res.records)
@@ -290,21 +304,25 @@ def test_64_streams_client_measures_what_the_server_did(accuracy_run: Run):
     """(a) The client's measurement error against the server's actual instants, within the issue's tolerances.
 
     TTFT, per request: client TTFT - server TTFT = request trip (client's send stamp -> the server's read of
-    the request) + first-chunk delivery (the server's write -> the client's stamp). p50 <= 1 ms and
-    p99 <= 3 ms as the issue says, plus one allowance: a request that arrives while the *server's* loop is
-    stalled waits in its socket until the stall ends, and the server's stamps cannot see that wait (its
-    TTFT clock starts when it reads the request). That is the server's latency, not a measurement error,
-    and the server measures its stalls itself — its emission lateness, from a timer every ~0.3 ms, so no
-    stall escapes it. The allowance is that lateness: at p50 for the p50 bound, and its maximum for the
-    p99 bound (a request cannot wait in the socket longer than the longest stall). Zero on a quiet server.
-    The client's half (delivery, and so the ITL below) gets no allowance: it is what the test is for.
+    the request) + first-chunk delivery (the server's write -> the client's stamp). The issue's p50 <= 1 ms
+    and p99 <= 3 ms, plus allowances for stalls of either *process* — never for the client's code:
 
-    ITL, per chunk: client gap - server write gap = delivery of chunk k - delivery of chunk k-1.
-    p50 <= 0.5 ms as the issue says. p99 <= 3 ms: the issue gives no separate p99 for ITL, and the error
-    of a gap is a difference of two delivery delays (each >= 0), so |error| <= the larger of them — the
-    same write -> stamp path whose tail the issue budgets at 3 ms for TTFT. That tail is where a machine
-    stall of the client process (VM steal, an interrupt storm: what the scheduling priority cannot remove)
-    shows; any client in this process would carry it.
+    * a request that arrives while the server's loop is stalled waits in its socket until the stall ends,
+      and the server's stamps cannot see that wait (its TTFT clock starts when it reads the request). That
+      is the server's latency, not a measurement error. The server measures its stalls itself (emission
+      lateness, from timers ~0.3 ms apart, so no stall escapes it): its p50 is added to the p50 bound, its
+      maximum to the p99 bound (no request waits longer than the longest stall). Zero on a quiet server.
+    * with 192 requests, the p99 is the second-largest value, so two requests caught by one stall of the
+      whole client process (an interrupt, VM steal, a kernel thread: what scheduling priority cannot remove)
+      decide it. The engine samples its loop's lag every 1 ms here; the largest lag + 1 ms bounds any such
+      stall and is added to the p99 bound only.
+
+    Client side, no allowance — what the test is for, checked on every content chunk (4 608 samples, where
+    one stall weighs < 1 %): delivery (server write -> client stamp) p50 <= 1 ms and p99 <= 3 ms, the
+    issue's TTFT tolerances for the half of the TTFT trip that is the client's; and ITL error (client gap -
+    server write gap = delivery of chunk k - delivery of chunk k-1) p50 <= 0.5 ms as the issue says, and
+    p99 <= 3 ms: the issue gives no separate p99 for ITL, and an ITL error is a difference of two delivery
+    delays (each >= 0), so |error| <= the larger of them, whose p99 budget is that same 3 ms.
     """
     r = accuracy_run
     s = r.summary()
@@ -314,10 +332,9 @@ def test_64_streams_client_measures_what_the_server_did(accuracy_run: Run):
     assert r.first_stamp_gap < 0.5, (r.first_stamp_gap, s)
     ttft_err, itl_err = np.abs(r.ttft_err), np.abs(r.itl_err)
     assert np.percentile(ttft_err, 50) <= TTFT_P50_TOL + r.lateness["p50"], s
-    assert np.percentile(ttft_err, 99) <= TTFT_P99_TOL + r.lateness["max"], s
-    first_delivery = r.ttft - r.server_ttft - r.request_trip
-    assert np.percentile(first_delivery, 50) <= TTFT_P50_TOL, s
-    assert np.percentile(first_delivery, 99) <= TTFT_P99_TOL, s
+    assert np.percentile(ttft_err, 99) <= TTFT_P99_TOL + r.server_stall + r.client_stall, s
+    assert np.percentile(r.delivery, 50) <= TTFT_P50_TOL, s
+    assert np.percentile(r.delivery, 99) <= TTFT_P99_TOL, s
     assert np.percentile(itl_err, 50) <= ITL_P50_TOL, s
     assert np.percentile(itl_err, 99) <= ITL_P99_TOL, s
 
@@ -335,7 +352,7 @@ def test_64_streams_match_the_configured_timing_within_the_servers_own_lateness(
     * TTFT p50 <= configured + (a)'s p50 bound + Lmax, p99 <= configured + (a)'s p99 bound + Lmax. A union
       bound, not a guess: P(C + L > c + Lmax) <= P(C > c) + P(L > Lmax) = P(C > c). On a quiet machine
       every allowance -> 0 and these are the issue's criteria verbatim; a busier machine widens them by
-      exactly what the server measured it lost, and never skips.
+      exactly the stalls the two processes measured, and never skips.
 
     ITL: measured gap - configured = (L_k - L_{k-1}) + (a)'s per-chunk error, and |L_k - L_{k-1}| <= Lmax,
     so p50 and p99 lie within (a)'s tolerances + Lmax of the configured ITL. The server schedules tokens on
@@ -348,7 +365,7 @@ def test_64_streams_match_the_configured_timing_within_the_servers_own_lateness(
     print(f"\nconfigured TTFT {TTFT_MS} ms, ITL {ITL_MS} ms: {json.dumps(s)}")
     assert r.ttft.min() >= TTFT_MS, s
     assert np.percentile(r.ttft, 50) <= TTFT_MS + TTFT_P50_TOL + late["p50"] + lmax, s
-    assert np.percentile(r.ttft, 99) <= TTFT_MS + TTFT_P99_TOL + 2 * lmax, s
+    assert np.percentile(r.ttft, 99) <= TTFT_MS + TTFT_P99_TOL + r.server_stall + r.client_stall + lmax, s
     assert abs(np.percentile(r.itl, 50) - ITL_MS) <= ITL_P50_TOL + lmax, s
     assert abs(np.percentile(r.itl, 99) - ITL_MS) <= ITL_P99_TOL + lmax, s
     assert abs(r.itl.mean() - ITL_MS) <= 0.5, s
@@ -368,7 +385,7 @@ def test_one_second_stall_shows_in_the_open_loop_tail():
     # ~10 of 200 requests (5 %) are caught by the stall: arrivals in its first 0.1 s wait ~0.9-1 s
     assert np.percentile(lfi, 99) >= 900
     assert np.percentile(lfi, 50) < 200  # outside the stall, answers take ~55 ms
-    assert not res.self_check.client_bound, res.self_check.reasons
+    assert not res.self_check.client_bound, res.self_check.to_dict()
 
 
 def test_coordinated_omission_hides_a_stall_from_latency_but_not_from_latency_from_intended():
@@ -385,4 +402,4 @@ def test_coordinated_omission_hides_a_stall_from_latency_but_not_from_latency_fr
     e2el, lfi = m.samples["e2el_ms"], m.samples["latency_from_intended_ms"]
     assert np.percentile(e2el, 90) < 200
     assert np.percentile(lfi, 90) > 500
-    assert res.self_check.queued_requests > 40 and not res.self_check.client_bound
+    assert res.self_check.queued_requests > 40 and not res.self_check.client_bound, res.self_check.to_dict()

@@ -234,10 +234,14 @@ def test_statement_timeouts_are_classified_and_the_run_recovers(db: str) -> None
     locked = threading.Event()
 
     def hold_lock() -> None:
-        with psycopg.connect(db) as conn:  # a transaction holding an exclusive lock for 0.8 s
+        with psycopg.connect(db) as conn:  # a transaction holding an exclusive lock
             conn.execute(f"LOCK TABLE {w.schema}.accounts IN ACCESS EXCLUSIVE MODE")
             locked.set()
-            time.sleep(0.8)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not sql(
+                    db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")[0][0]:
+                time.sleep(0.02)
+            time.sleep(0.6)  # the run's updates wait on it, and time out every 0.2 s
 
     try:
         t = threading.Thread(target=hold_lock)
@@ -269,8 +273,11 @@ def test_server_restart_mid_run_keeps_partial_results(pg: PgProc, db: str) -> No
     w.prepare_sync()
     marks: dict[str, int] = {}
 
-    def restart() -> None:
-        time.sleep(0.5)
+    def restart() -> None:  # once the run is under way (the box may be slow to start it)
+        deadline = time.monotonic() + 20
+        query = f"SELECT count(*) FROM {w.schema}.accounts WHERE abalance <> 0"
+        while sql(db, query)[0][0] < 30 and time.monotonic() < deadline:
+            time.sleep(0.02)
         marks["down"] = time.perf_counter_ns()
         pg.stop()
         pg.start()

@@ -300,9 +300,13 @@ def test_timeouts_are_classified_and_the_run_recovers(server: RedisProc, r: obje
     w = workload(server, keyspace=100, timeout_s=0.2)
     w.prepare_sync()
     try:
-        def pause() -> None:
-            time.sleep(0.3)
-            server.client().execute_command("CLIENT", "PAUSE", "700", "ALL")
+        def pause() -> None:  # once the run is under way
+            admin = server.client()
+            start = admin.info("stats")["total_commands_processed"]
+            deadline = time.monotonic() + 20
+            while admin.info("stats")["total_commands_processed"] < start + 200 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            admin.execute_command("CLIENT", "PAUSE", "700", "ALL")
 
         t = threading.Thread(target=pause)
         t.start()
@@ -323,8 +327,12 @@ def test_server_restart_mid_run_keeps_partial_results(server: RedisProc, r: obje
     w.prepare_sync()
     marks: dict[str, int] = {}
 
-    def restart() -> None:
-        time.sleep(0.5)
+    def restart() -> None:  # once the run is under way (the box may be slow to start it)
+        admin = server.client()
+        start = admin.info("stats")["total_commands_processed"]
+        deadline = time.monotonic() + 20
+        while admin.info("stats")["total_commands_processed"] < start + 300 and time.monotonic() < deadline:
+            time.sleep(0.02)
         marks["down"] = time.perf_counter_ns()
         server.kill()
         time.sleep(0.3)

@@ -662,7 +662,7 @@ def test_qdrant_real_server_trial(qdrant_url: str) -> None:
     ds = VectorDataset(vectors=vectors, queries=queries, metric="cosine", k=3)
     result = run_vector_trial(cfg.open, VectorWorkload(vectors=10, dim=10, queries=10, k=3, batch_size=4), ds)
     assert result.answers == expected and result.recall is not None and result.recall.value == 1.0
-    big = run_vector_trial(QdrantConfig(url=qdrant_url, collection=_name()).open,
+    big = run_vector_trial(QdrantConfig(url=qdrant_url, collection=_name(), api_key=cfg.api_key).open,
                            VectorWorkload(vectors=2000, dim=32, queries=50, k=10, concurrency=4))
     assert big.recall is not None and big.recall.value >= 0.9 and big.query_error_rate == 0
     assert big.cleanup["dropped"]

@@ -1,4 +1,9 @@
-"""Chroma vector database (``chroma run``); health via the heartbeat endpoint (v2 API, v1 for old servers)."""
+"""Chroma vector database (``chroma run``); health via the heartbeat endpoint (v2 API, v1 for old servers).
+
+The process backend runs ``chroma run --host <host> --port <free port> --path <work_dir>/data`` — the
+``chroma`` command of the ``chromadb`` pip package — so the database lives in the service's scratch
+directory and is removed with it; nothing persists between runs. Telemetry is switched off.
+"""
 
 from __future__ import annotations
 

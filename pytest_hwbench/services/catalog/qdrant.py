@@ -1,4 +1,9 @@
-"""Qdrant vector database: REST on 6333 (health ``/readyz``), gRPC on 6334; configured by env variables."""
+"""Qdrant vector database: REST on 6333 (health ``/readyz``), gRPC on 6334; configured by env variables.
+
+Backends: ``process`` (the ``qdrant`` binary, configured through ``QDRANT__*`` variables with storage in
+the service's scratch dir), ``docker`` (``qdrant/qdrant``), or ``external`` — ``recipes/qdrant.yaml`` uses
+``url: ${HWBENCH_QDRANT_URL}`` because no Qdrant binary or image exists on this project's CI machines.
+"""
 
 from __future__ import annotations
 
