@@ -410,6 +410,8 @@ def main() -> int:
     print(machine_facts())
     if args.first_in_line:
         print(f"scheduling: {first_in_line()} for this process, servers and wrk")
+    else:
+        print("scheduling: default (other tenants' CPU time lands in these figures; --first-in-line removes it)")
     wrk, note = ensure_wrk()
     if note:
         print(note)
@@ -449,8 +451,8 @@ def main() -> int:
         tokens = max(50, round(1000 / itl_ms))
         cfg = ReferenceConfig(ttft_ms=10, itl_ms=itl_ms, output_tokens=tokens)
         with ReferenceServerProcess(cfg) as srv:
-            assert srv.base_url is not None and srv._proc is not None
-            if args.first_in_line:
+            assert srv.base_url is not None
+            if args.first_in_line and srv._proc is not None:  # the wrapper has no public pid
                 first_in_line(srv._proc.pid)
             results = {"engine (openai_client)": engine_stream(srv.base_url, s, args.stream_duration, itl_ms),
                        "aiohttp, vLLM-style": vllm_style_stream(srv.base_url, s, args.stream_duration, itl_ms)}

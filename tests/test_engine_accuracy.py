@@ -23,14 +23,16 @@ TTFT only when the server's own lateness was small and skipped otherwise — on 
 Other tenants of the machine. What neither the client nor the server can help is the OS running a third
 party's process while a chunk or a request waits in a socket: on the development VM with other jobs
 running (load 1.5-2 on 2 cores) that put 0.8-5 ms into the client-vs-server TTFT difference at p50 and
-4-9 ms at p99, whatever the client's code does. The test measures the client, so for the two timing-critical loops
-(the server process, and this thread while the run lasts) it asks the OS to run them first —
-``SCHED_FIFO`` priority 1, or failing that nice -10 — as latency tools such as cyclictest do; the
-processes still use ~15-30 % of a core each, so nothing else starves. With that, over ~20 runs on the same
-VM, some with two extra CPU hogs (load 5-7), the TTFT difference was 0.2-0.6 ms at p50 and 0.6-2.5 ms at
-p99 (3.8 ms once, inside the server-stall allowance of (a)), and the per-chunk ITL difference ~0.02 ms at
-p50 and 0.07-0.7 ms at p99 (1.1 ms once). Where the OS refuses (no root, no CAP_SYS_NICE) the test still
-runs, and its output and failure messages say "not elevated".
+4-9 ms at p99, whatever the client's code does. The test measures the client, so for the two
+timing-critical loops (the server process, and this thread while the run lasts) it asks the OS to run them
+first — ``SCHED_FIFO`` priority 1, or failing that nice -10 — as latency tools such as cyclictest do; the
+processes still use ~15-35 % of a core each, so nothing else starves. With that, over ~25 runs on the same
+VM at load 2-7 (some with two extra CPU hogs), the TTFT difference was 0.2-0.6 ms at p50 and 0.6-3 ms at
+p99 (up to 4.5 ms where one process stalled: inside (a)'s stall allowances), chunk delivery 0.03-0.07 ms
+at p50 and 0.1-0.9 ms at p99 (1.6 ms once, with a 20 ms stall of the client process that priority did not
+prevent), and the per-chunk ITL difference ~0.02 ms at p50 and 0.07-0.9 ms at p99 (1.7 ms in that run).
+Where the OS refuses (no root, no CAP_SYS_NICE) the test still runs, and its output and failure messages
+say "not elevated"; on a busy machine it may then fail, with the numbers that show why.
 
 Setup: the server runs in its own process (its own loop; on a multi-core box its own core), the load engine
 and OpenAI client in this one. 64 concurrent streams, TTFT 40 ms and ITL 20 ms constant, 24 tokens per

@@ -164,9 +164,10 @@ def test_known_workload_counts_rows_and_keeps_tpcb_consistent(db: str) -> None:
     run = run_postgres(t, LoadSpec.closed(3, requests=200, warmup_requests=10), cleanup=False)
     try:
         s = t.schema
-        (a, b, c, h, n), = sql(db, f"SELECT (SELECT sum(abalance) FROM {s}.accounts), "
-                                   f"(SELECT sum(bbalance) FROM {s}.branches), (SELECT sum(tbalance) FROM {s}.tellers), "
-                                   f"(SELECT sum(delta) FROM {s}.history), (SELECT count(*) FROM {s}.history)")
+        ((a, b, c, h, n),) = sql(db, f"SELECT (SELECT sum(abalance) FROM {s}.accounts), "
+                                     f"(SELECT sum(bbalance) FROM {s}.branches), "
+                                     f"(SELECT sum(tbalance) FROM {s}.tellers), "
+                                     f"(SELECT sum(delta) FROM {s}.history), (SELECT count(*) FROM {s}.history)")
         assert a == b == c == h and n == 210  # TPC-B's consistency condition; warm-up transactions ran too
         m = run.metrics
         assert m.throughput == "tps" and "tps" in m.scalars and m.ops == 200

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # -- shared metrics, no server --------------------------------------------------------------------------------
 def rec(index: int, send: int, end: int, *, op: str = "get", n: int = 1, error: str | None = None,
-        failed: int = 0, warmup: bool = False, **kw: object) -> KVRecord:
+        failed: int = 0, warmup: bool = False, **kw: Any) -> KVRecord:
     r = KVRecord(index=index, send_ns=send, end_ns=end, op=op, op_counts={op: n}, warmup=warmup, **kw)
     if error:
         r.fail(error, "boom")
@@ -164,7 +165,8 @@ class RedisProc:
             self.proc.kill()
             self.proc.wait(10)
 
-    def client(self):  # noqa: ANN201 - a sync redis.Redis
+    def client(self) -> Any:
+        """A synchronous redis-py client of this server (for set-up and checks)."""
         import redis
 
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
@@ -180,7 +182,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
 
 
 @pytest.fixture
-def r(server: RedisProc) -> Iterator[object]:
+def r(server: RedisProc) -> Iterator[Any]:
     """A clean database 0 for each test, and the server's limits put back afterwards."""
     if server.proc is None or server.proc.poll() is not None:
         server.start()
@@ -193,15 +195,15 @@ def r(server: RedisProc) -> Iterator[object]:
     client.close()
 
 
-def workload(server: RedisProc, **kw: object) -> RedisWorkload:
-    return RedisWorkload(host="127.0.0.1", port=server.port, **kw)  # type: ignore[arg-type]
+def workload(server: RedisProc, **kw: Any) -> RedisWorkload:
+    return RedisWorkload(host="127.0.0.1", port=server.port, **kw)
 
 
-def commandstats(client: object) -> dict[str, int]:
-    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in client.info("commandstats").items()}  # type: ignore[attr-defined]
+def commandstats(client: Any) -> dict[str, int]:
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in client.info("commandstats").items()}
 
 
-def test_known_workload_counts_match_the_server_and_cleanup_empties_it(server: RedisProc, r: object) -> None:
+def test_known_workload_counts_match_the_server_and_cleanup_empties_it(server: RedisProc, r: Any) -> None:
     w = workload(server, mix="set", pipeline=4, keyspace=500, value_size=100)
     before = commandstats(r)
     run = run_redis(w, LoadSpec.closed(2, requests=50))
@@ -212,16 +214,16 @@ def test_known_workload_counts_match_the_server_and_cleanup_empties_it(server: R
     assert after["set"] - before.get("set", 0) == 200 + 500  # measured SETs + seeding
     assert m.counts["bytes"] == 200 * (w.key_size + 100)
     assert m.samples["latency_us"].size == 200 and m.scalars["ops_s"] > 0
-    assert r.dbsize() == 0  # type: ignore[attr-defined]
+    assert r.dbsize() == 0
 
     g = workload(server, mix="get", keyspace=300, value_size=10)
     run = run_redis(g, LoadSpec.closed(3, requests=120, warmup_requests=30))
     assert run.metrics.counts["succeeded_ops"] == 120 and run.metrics.counts["misses"] == 0
     assert run.metrics.counts["bytes"] == 120 * (g.key_size + 10)  # key sent, value received
-    assert r.dbsize() == 0  # type: ignore[attr-defined]
+    assert r.dbsize() == 0
 
 
-def test_mix_shares_and_uniform_keys(server: RedisProc, r: object) -> None:
+def test_mix_shares_and_uniform_keys(server: RedisProc, r: Any) -> None:
     w = workload(server, mix="get:set=90:10", keyspace=100, pipeline=8)
     run = run_redis(w, LoadSpec.closed(2, requests=500))
     per = run.metrics.per_op
@@ -249,17 +251,17 @@ class RedisLoadClientProbe:
         return out
 
 
-def test_refuses_a_database_with_keys_it_did_not_create(server: RedisProc, r: object) -> None:
-    r.set("customer:1", "precious")  # type: ignore[attr-defined]
+def test_refuses_a_database_with_keys_it_did_not_create(server: RedisProc, r: Any) -> None:
+    r.set("customer:1", "precious")
     with pytest.raises(HwbenchInputError, match="already holds 1 key") as err:
         workload(server).prepare_sync()
     assert err.value.field == "settings.allow_existing_data"
     run = run_redis(workload(server, allow_existing_data=True, keyspace=50), LoadSpec.closed(1, requests=20))
-    assert run.deleted == 50 and r.get("customer:1") == b"precious" and r.dbsize() == 1  # type: ignore[attr-defined]
+    assert run.deleted == 50 and r.get("customer:1") == b"precious" and r.dbsize() == 1
 
 
-def test_wrong_or_missing_password_is_a_setup_error_naming_the_setting(server: RedisProc, r: object) -> None:
-    r.config_set("requirepass", "s3cret")  # type: ignore[attr-defined]
+def test_wrong_or_missing_password_is_a_setup_error_naming_the_setting(server: RedisProc, r: Any) -> None:
+    r.config_set("requirepass", "s3cret")
     with pytest.raises(HwbenchInputError, match="rejected the credentials") as err:
         workload(server, password="wrong").prepare_sync()
     assert err.value.field == "settings.password" and "s3cret" not in str(err.value)
@@ -270,7 +272,7 @@ def test_wrong_or_missing_password_is_a_setup_error_naming_the_setting(server: R
     assert ok.metrics.ops == 10
 
 
-def test_missing_database_index_names_db(server: RedisProc, r: object) -> None:
+def test_missing_database_index_names_db(server: RedisProc, r: Any) -> None:
     with pytest.raises(HwbenchInputError, match="has no database 99") as err:
         workload(server, db=99).prepare_sync()
     assert err.value.field == "settings.db"
@@ -281,13 +283,13 @@ def test_unreachable_server_is_a_clear_setup_error() -> None:
         RedisWorkload(port=free_port(), connect_timeout_s=1).prepare_sync()
 
 
-def test_value_larger_than_the_server_allows(server: RedisProc, r: object) -> None:
-    r.config_set("proto-max-bulk-len", "1mb")  # type: ignore[attr-defined]  (the server's minimum)
+def test_value_larger_than_the_server_allows(server: RedisProc, r: Any) -> None:
+    r.config_set("proto-max-bulk-len", "1mb")  # the server's minimum
     big = workload(server, value_size="2mb", keyspace=2, mix="set")
     with pytest.raises(HwbenchInputError, match="larger than the server allows") as err:
         big.prepare_sync()
     assert err.value.field == "settings.value_size" and "proto-max-bulk-len 1048576" in str(err.value)
-    assert r.dbsize() == 0  # type: ignore[attr-defined]
+    assert r.dbsize() == 0
     # Sent anyway (no prepare): every SET is a classified failure, the run does not crash.
     result = run_load_sync(LoadSpec.closed(1, requests=3), big.open)
     m = metrics_of(result)
@@ -296,7 +298,7 @@ def test_value_larger_than_the_server_allows(server: RedisProc, r: object) -> No
     assert any("bulk" in d.lower() or "protocol" in d.lower() or "closed" in d.lower() for d in m.error_details)
 
 
-def test_timeouts_are_classified_and_the_run_recovers(server: RedisProc, r: object) -> None:
+def test_timeouts_are_classified_and_the_run_recovers(server: RedisProc, r: Any) -> None:
     w = workload(server, keyspace=100, timeout_s=0.2)
     w.prepare_sync()
     try:
@@ -322,7 +324,7 @@ def test_timeouts_are_classified_and_the_run_recovers(server: RedisProc, r: obje
     assert 0 < m.scalars["error_rate"] < 1
 
 
-def test_server_restart_mid_run_keeps_partial_results(server: RedisProc, r: object) -> None:
+def test_server_restart_mid_run_keeps_partial_results(server: RedisProc, r: Any) -> None:
     w = workload(server, mix="get:set=50:50", keyspace=200, reconnect_backoff_s=0.02)
     w.prepare_sync()
     marks: dict[str, int] = {}
@@ -385,18 +387,18 @@ settings:
 
 
 def test_benchmark_refuses_a_non_empty_database_through_the_plugin(pytester: pytest.Pytester, server: RedisProc,
-                                                                   r: object) -> None:
-    r.set("customer:1", "precious")  # type: ignore[attr-defined]
+                                                                   r: Any) -> None:
+    r.set("customer:1", "precious")
     pytester.makepyfile(test_redis=(REPO / "benchmarks" / "test_redis.py").read_text())
     pytester.makefile(".yaml", extrecipe=EXTERNAL.format(port=server.port) + "sweep: {clients: [1]}\n")
     res = pytester.runpytest_subprocess("--recipe", "extrecipe.yaml", "--no-hwbench-mlflow", "-p", "no:cacheprovider")
     res.assert_outcomes(errors=1)
     res.stdout.fnmatch_lines(["*settings.allow_existing_data*already holds 1 key*"])
-    assert r.get("customer:1") == b"precious"  # type: ignore[attr-defined]
+    assert r.get("customer:1") == b"precious"
     # allowed explicitly: it runs, and removes only its own keys
     pytester.makefile(".yaml", ext2=EXTERNAL.format(port=server.port).replace(
         "keyspace: 100", "keyspace: 100, allow_existing_data: true") + "sweep: {clients: [2]}\n")
     res = pytester.runpytest_subprocess("--recipe", "ext2.yaml", "--no-hwbench-mlflow", "-p", "no:cacheprovider")
     res.assert_outcomes(passed=1)
-    assert r.dbsize() == 1  # type: ignore[attr-defined]
+    assert r.dbsize() == 1
 

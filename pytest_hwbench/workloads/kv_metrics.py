@@ -326,8 +326,8 @@ def compute_kv_metrics(records: Iterable[RequestRecord], *, throughput: str = "o
                       throughput: rate(ok), "error_rate": failed.get(op, 0) / attempted[op],
                       "latency_us_p50": float(p50), "latency_us_p99": float(p99)}
     counts_out = {"requests": len(measured), "failed_requests": failed_requests,
-                  "warmup_requests": len(records) - len(measured), "attempted_ops": total_attempted, "succeeded_ops": succeeded,
-                  "failed_ops": total_failed, "bytes": bytes_total, "misses": misses}
+                  "warmup_requests": len(records) - len(measured), "attempted_ops": total_attempted,
+                  "succeeded_ops": succeeded, "failed_ops": total_failed, "bytes": bytes_total, "misses": misses}
     if sql:
         counts_out.update(rows=rows, statements=statements, serialization_failures=serialization)
     return KVMetrics(throughput=throughput, samples=samples, scalars=scalars, counts=counts_out, per_op=per_op,

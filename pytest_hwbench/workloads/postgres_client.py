@@ -81,7 +81,7 @@ def classify(err: BaseException) -> tuple[str, str | None]:
     """(error class, SQLSTATE) of a failed operation: what failed, for ``error_rate`` broken down."""
     psycopg, psycopg_pool = _pg()
     state = getattr(getattr(err, "diag", None), "sqlstate", None) or getattr(err, "sqlstate", None)
-    if isinstance(err, psycopg_pool.PoolTimeout) or isinstance(err, (asyncio.TimeoutError, TimeoutError)):
+    if isinstance(err, (psycopg_pool.PoolTimeout, asyncio.TimeoutError, TimeoutError)):
         return ErrorClass.TIMEOUT, state
     if state == "57014":  # query_canceled: statement_timeout (or a cancel request)
         return ErrorClass.TIMEOUT, state
