@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from pytest_hwbench.errors import HwbenchError
 from pytest_hwbench.workloads.engine import run_load_sync
 from pytest_hwbench.workloads.kv_metrics import as_int, load_spec_from_settings, merged_settings, summarize_run
 from pytest_hwbench.workloads.postgres_client import PostgresWorkload, metrics_of
@@ -38,8 +39,14 @@ def postgres_workload(hwbench: Any, hwbench_endpoint: Any, connections: int) -> 
     settings = merged_settings(hwbench.settings, "postgres")
     workers = as_int(settings.get("workers", 1), field="settings.workers", minimum=1)
     per_worker = -(-connections // workers)  # each load process opens a pool for its share of the users
-    workload = PostgresWorkload.from_endpoint(hwbench_endpoint, hwbench.settings, connections=per_worker)
-    prepared = workload.prepare_sync()
+    problem = ""
+    try:
+        workload = PostgresWorkload.from_endpoint(hwbench_endpoint, hwbench.settings, connections=per_worker)
+        prepared = workload.prepare_sync()
+    except HwbenchError as err:  # refused or misconfigured: the message names the setting
+        problem = str(err)
+    if problem:  # failed outside the except block, so the report shows one message and no traceback
+        pytest.fail(problem, pytrace=False)
     hwbench.extra["workload"] = {"mix": dict(workload.mix), "scale": workload.scale,
                                  "accounts": workload.accounts, "isolation": workload.isolation,
                                  "schema": workload.schema, "server_version": prepared.server_version}

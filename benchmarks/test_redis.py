@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pytest_hwbench.errors import HwbenchError
 from pytest_hwbench.workloads.engine import run_load_sync
 from pytest_hwbench.workloads.kv_metrics import as_int, load_spec_from_settings, merged_settings, summarize_run
 from pytest_hwbench.workloads.redis_client import RedisWorkload, metrics_of
@@ -40,8 +41,14 @@ async def _leftover_keys(workload: RedisWorkload) -> int:
 @pytest.fixture
 def redis_workload(hwbench: Any, hwbench_endpoint: Any, pipeline: int) -> Iterator[RedisWorkload]:
     """The workload of this sweep point, with its key space seeded; every key it made deleted afterwards."""
-    workload = RedisWorkload.from_endpoint(hwbench_endpoint, hwbench.settings, pipeline=pipeline)
-    prepared = workload.prepare_sync()
+    problem = ""
+    try:
+        workload = RedisWorkload.from_endpoint(hwbench_endpoint, hwbench.settings, pipeline=pipeline)
+        prepared = workload.prepare_sync()
+    except HwbenchError as err:  # refused or misconfigured: the message names the setting
+        problem = str(err)
+    if problem:  # failed outside the except block, so the report shows one message and no traceback
+        pytest.fail(problem, pytrace=False)
     hwbench.extra["workload"] = {"mix": dict(workload.mix), "key_size": workload.key_size,
                                  "value_size": workload.value_size, "keyspace": workload.keyspace,
                                  "pipeline": workload.pipeline, "prefix": workload.prefix}

@@ -341,3 +341,32 @@ def test_benchmark_recipe_runs_the_sweep_against_the_real_server(pytester: pytes
         assert metrics["tps"]["unit"] == "tx/s" and metrics["tps"]["summary"]["min"] > 0
         assert t["verdict"] == "PASS" and all(s["passed"] for s in t["slo"]) and len(t["slo"]) == 3
         assert t["extra"]["workload"]["mix"] == {"tpcb": 1.0} and t["extra"]["trials"][-1]["counts"]["rows"] > 0
+
+
+EXTERNAL = """version: 1
+repetitions: 1
+services:
+  postgres: {{kind: postgres, backend: external, url: "postgresql://127.0.0.1:{port}", user: postgres,
+             password: "{password}", database: "{database}"}}
+sweep: {{connections: [1]}}
+settings:
+  postgres: {{duration_s: 0.2, accounts_per_branch: 1000{more}}}
+"""
+
+
+def test_setup_failures_through_the_plugin_name_the_setting(pytester: pytest.Pytester, pg: PgProc, db: str) -> None:
+    database = db.rsplit("/", 1)[1]
+    pytester.makepyfile(test_postgres=(REPO / "benchmarks" / "test_postgres.py").read_text())
+    wrong_dsn = db.replace(PASSWORD, "wrong")
+    pytester.makefile(".yaml", creds=EXTERNAL.format(port=pg.port, password=PASSWORD, database=database,
+                                                      more=f', dsn: "{wrong_dsn}"'))
+    res = pytester.runpytest_subprocess("--recipe", "creds.yaml", "--no-hwbench-mlflow", "-p", "no:cacheprovider")
+    res.assert_outcomes(errors=1)
+    res.stdout.fnmatch_lines(["settings.dsn: PostgreSQL at 127.0.0.1:* rejected the credentials of user 'postgres'*"])
+    assert "wrong" not in res.stdout.str().split("ERRORS")[1].split("short test summary")[0]
+
+    sql(db, "CREATE SCHEMA app")
+    pytester.makefile(".yaml", foreign=EXTERNAL.format(port=pg.port, password=PASSWORD, database=database, more=""))
+    res = pytester.runpytest_subprocess("--recipe", "foreign.yaml", "--no-hwbench-mlflow", "-p", "no:cacheprovider")
+    res.assert_outcomes(errors=1)
+    res.stdout.fnmatch_lines(["settings.allow_existing_data: *did not create (schemas: app)*"])

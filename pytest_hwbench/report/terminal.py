@@ -42,6 +42,8 @@ def build_table(results: list[dict[str, Any]]) -> list[str]:
             rows.append((r.get("verdict", "") if first else "", (r.get("baseline_status") or "") if first else "",
                          r.get("name", r["test_id"]) if first else "", metric, median, ci, p99,
                          str(r.get("trials", "")) if first else ""))
+    if not rows:
+        return []
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]

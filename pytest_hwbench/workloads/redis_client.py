@@ -199,7 +199,7 @@ class RedisWorkload:
         return (self.prefix + str(index).zfill(self.key_size - len(self.prefix))).encode()
 
     def value(self) -> bytes:
-        """The value every SET writes: random bytes (incompressible, as redis-benchmark's are not)."""
+        """The value every SET writes: random bytes, so no layer on the way can shortcut repeated content."""
         return os.urandom(self.value_size)
 
     # -- connections ---------------------------------------------------------------------------------------
@@ -390,7 +390,6 @@ class RedisLoadClient:
         self._value = workload.value()
         self._set_tail = b"\r\n"
         self._seed = workload.seed * 0x100000001B3
-        self._pause_until = 0
 
     def _commands(self, index: int) -> tuple[list[bytes], list[bool], dict[str, int], int]:
         """RESP frames of request ``index``: (buffers, is_get per command, counts per op, bytes sent)."""
