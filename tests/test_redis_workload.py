@@ -295,7 +295,10 @@ def test_value_larger_than_the_server_allows(server: RedisProc, r: Any) -> None:
     m = metrics_of(result)
     assert m.counts["failed_ops"] == 3 and m.scalars["error_rate"] == 1.0
     assert set(m.errors) <= {ErrorClass.SERVER, ErrorClass.CONNECTION}
-    assert any("bulk" in d.lower() or "protocol" in d.lower() or "closed" in d.lower() for d in m.error_details)
+    # The server drops the connection mid-write: depending on timing the client sees the protocol error,
+    # a closed connection, a broken pipe or a reset.
+    words = ("bulk", "protocol", "closed", "pipe", "reset", "connection")
+    assert any(w in d.lower() for d in m.error_details for w in words), m.error_details
 
 
 def test_timeouts_are_classified_and_the_run_recovers(server: RedisProc, r: Any) -> None:
