@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 # Imported here, once, in the outer process: pytester's in-process runs restore sys.modules afterwards,
 # and numpy's C extensions refuse to be imported a second time in one process.
+# The same holds for client libraries that tests use both inside and outside pytester runs: a module
+# first imported during a pytester test is dropped from sys.modules at its teardown, and a later re-import
+# of `requests` (under the docker SDK) then mixes classes of two module generations ("You can only merge
+# into CookieJar").
+import contextlib
+import os
+
 import numpy  # noqa: F401
 import pytest
 import scipy.special  # noqa: F401
+
+with contextlib.suppress(ImportError):
+    import docker  # noqa: F401
+    import requests  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
