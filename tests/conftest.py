@@ -16,7 +16,10 @@ import pytest
 import scipy.special  # noqa: F401
 
 with contextlib.suppress(ImportError):
+    import boto3  # noqa: F401
     import docker  # noqa: F401
+    import psycopg  # noqa: F401
+    import redis  # noqa: F401
     import requests  # noqa: F401
 
 pytest_plugins = ["pytester"]
