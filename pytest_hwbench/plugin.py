@@ -166,12 +166,9 @@ class XdistControllerHooks:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    marker = item.get_closest_marker("hwbench")
-    if marker is None:
-        return
-    wanted = marker.kwargs.get("service") or marker.kwargs.get("services") or []
-    for name in [wanted] if isinstance(wanted, str) else wanted:
-        get_session(item.config).services.check_provided(name)
+    session = get_session(item.config)
+    for name in session.service_names(item):
+        session.services.check_provided(name)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,9 @@ from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 
 WORKERINPUT_ENDPOINTS = "hwbench_endpoints"
 WORKERINPUT_ERRORS = "hwbench_service_errors"
+WORKERINPUT_FACTS = "hwbench_service_facts"
+#: What of a service belongs in a baseline's environment: what an upgrade of the service changes.
+FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model")
 
 
 def unavailable(reason: str) -> None:
@@ -39,6 +42,7 @@ class ServiceHub:
         self.is_worker = workerinput is not None
         self._handed: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_ENDPOINTS, {}))
         self._errors: dict[str, tuple[str, str]] = dict((workerinput or {}).get(WORKERINPUT_ERRORS, {}))
+        self._facts: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_FACTS, {}))
         self._set: Any = None
         self._running: dict[str, Any] = {}
 
@@ -69,7 +73,19 @@ class ServiceHub:
     def workerinput(self) -> dict[str, Any]:
         """What a worker needs: endpoints (plain JSON, may hold credentials: in memory only) and errors."""
         return {WORKERINPUT_ENDPOINTS: {n: s.endpoint.to_dict() for n, s in self._running.items()},
-                WORKERINPUT_ERRORS: dict(self._errors)}
+                WORKERINPUT_ERRORS: dict(self._errors), WORKERINPUT_FACTS: self.facts(self._running)}
+
+    def facts(self, names: Any) -> dict[str, dict[str, Any]]:
+        """Version facts of the named services that run (image digest, binary version, model), for the
+        environment a baseline is compared in: a service upgrade then shows in the environment diff."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in names:
+            if name in self._running:
+                info = self._running[name].info
+                out[name] = {k: info[k] for k in FACT_KEYS if info.get(k) is not None}
+            elif name in self._facts:
+                out[name] = dict(self._facts[name])
+        return out
 
     def check_provided(self, name: str) -> None:
         """Skip the test when the recipe has no service ``name``: the recipe chose not to run it."""

@@ -157,6 +157,18 @@ class HwbenchSession:
     def require_baseline(self) -> bool:
         return self.options.require_baseline or self.recipe.baseline.require
 
+    @staticmethod
+    def service_names(item: pytest.Item) -> list[str]:
+        """Services a test names in ``@pytest.mark.hwbench(service=... | services=[...])``."""
+        marker = item.get_closest_marker("hwbench")
+        wanted = (marker.kwargs.get("service") or marker.kwargs.get("services") or []) if marker else []
+        return [wanted] if isinstance(wanted, str) else list(wanted)
+
+    def environment(self, service_facts: dict[str, Any] | None) -> dict[str, Any]:
+        """The environment a baseline is saved and compared in: the machine fingerprint plus the version
+        facts of the services the test used."""
+        return {**self.fingerprint, "services": service_facts} if service_facts else self.fingerprint
+
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
         """(warmup, repetitions) for a test: marker, then ``--hwbench-repetitions``, then the recipe."""
         marker = item.get_closest_marker("hwbench")
@@ -196,12 +208,13 @@ class HwbenchSession:
         except HwbenchInputError as err:
             verdict.fail(str(err))
             exprs = []
+        service_facts = self.services.facts(self.service_names(item))
         if metrics:
             slo_results = evaluate_slos(exprs, metrics, item.nodeid)
             for res in slo_results:
                 if not res.passed:
                     verdict.fail(res.message)
-            baseline = self._judge_baseline(item, metrics, verdict)
+            baseline = self._judge_baseline(item, metrics, verdict, self.environment(service_facts))
         payload = {
             "test_id": item.nodeid, "name": item.name, "params": self.params_of(item),
             "trials": recorder.trial_count,
@@ -209,13 +222,13 @@ class HwbenchSession:
             "slo": [r.to_dict() for r in slo_results], "baseline": baseline,
             **verdict.to_dict(),
             "samples": {name: encode_samples(m.samples()) for name, m in recorder.metrics.items() if m.trials},
-            "extra": plain(recorder.extra),
+            "extra": plain(recorder.extra), "service_facts": service_facts,
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
         }
         return verdict, payload
 
-    def _judge_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
-                        verdict: TestVerdict) -> dict[str, Any] | None:
+    def _judge_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult], verdict: TestVerdict,
+                        environment: dict[str, Any]) -> dict[str, Any] | None:
         if self.options.save_baseline:
             verdict.baseline_status = "SAVED"
             return {"status": "SAVED"}
@@ -234,7 +247,7 @@ class HwbenchSession:
             return {"status": "NO_BASELINE"}
         from pytest_hwbench.verdict.baseline import compare_test
 
-        result = compare_test(metrics, entry, self.recipe.baseline, self.fingerprint)
+        result = compare_test(metrics, entry, self.recipe.baseline, environment)
         verdict.baseline_status = result.status
         for mv in result.metrics:
             if mv.status == "FAIL" or mv.status == "MISSING_METRIC":
@@ -276,7 +289,8 @@ class HwbenchSession:
         writer.write_samples(payload["test_id"], samples)
         if self.options.save_baseline and report.outcome == "passed" and payload["metrics"]:
             self._to_save[payload["test_id"]] = (
-                {n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()}, self.fingerprint)
+                {n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
+                self.environment(payload.get("service_facts")))
 
     def add_skip(self, report: pytest.TestReport) -> None:
         """Record a skipped hwbench test (e.g. the recipe provides no such service) so it shows."""

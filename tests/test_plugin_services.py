@@ -151,3 +151,22 @@ def test_service_that_cannot_start_skips_or_fails_with_the_reason(pytester: pyte
     res.assert_outcomes(errors=1, skipped=1)  # the fixture fails, so pytest reports a setup error
     res.stdout.fnmatch_lines(["*HWBENCH_FAIL_ON_UNAVAILABLE=1*"])
     assert "/nonexistent/redis-server" in res.stdout.str()
+
+
+def test_service_versions_are_part_of_the_baseline_environment(pytester: pytest.Pytester) -> None:
+    """An upgrade gate is about what changed: a different redis-server version shows in the environment diff."""
+    need_binary("redis-server", "apt-get install redis-server")
+    setup_suite(pytester, "redis.yaml")
+    args = ["--recipe", "redis.yaml", "--no-hwbench-mlflow", "--hwbench-testbed", "tb", "-k", "ping"]
+    pytester.runpytest_subprocess(*args, "--hwbench-save-baseline").assert_outcomes(passed=1, deselected=1)
+    path = next((pytester.path / "baselines" / "tb").glob("*.json"))
+    doc = json.loads(path.read_text())
+    (entry,) = doc["tests"].values()
+    version = entry["environment"]["services"]["redis"]["binary_version"]
+    assert "redis" in version.lower() or version[0].isdigit()
+    path.write_text(path.read_text().replace(json.dumps(version), json.dumps("0.0.1-old")))
+    shutil.rmtree(only_run_dir(pytester))
+    pytester.runpytest_subprocess(*args)
+    (result,) = json.loads((only_run_dir(pytester) / "results.json").read_text())["tests"]
+    changed = {c["key"]: c for c in result["baseline"]["env_diff"]}
+    assert changed["services.redis.binary_version"]["baseline"] == "0.0.1-old"
