@@ -6,9 +6,14 @@ the same way, and so the rules (and their reasons) are written down once.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from typing import Any
 
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
+
+_perf = time.perf_counter_ns
 
 
 class StreamFailure(Exception):
@@ -52,3 +57,27 @@ def api_root(base_url: str, suffix: str) -> str:
     """``base_url`` normalised to end with ``suffix`` (e.g. ``/v1``) exactly once, no trailing slash."""
     url = base_url.rstrip("/")
     return url if url.endswith(suffix) else url + suffix
+
+
+async def transmit(http: Any, request: bytes, sink: Any, rec: RequestRecord) -> bool:
+    """Stamp the send instants, send ``request`` through ``http`` into ``sink`` and, on a transport failure,
+    record it (keeping the partial stream). Returns True when an answer arrived (its status and body are in
+    ``rec``/``sink`` for the caller to judge).
+
+    Shared by the OpenAI and Ollama clients so that both time the same instant as "send" and classify a
+    transport failure the same way; any unexpected exception becomes a ``client`` error record, never the
+    end of the run.
+    """
+    rec.send_wall_ns = time.time_ns()
+    rec.send_ns = _perf()
+    try:
+        failure = await http.request(request, sink)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug here must become a record, not end the run
+        failure = (ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
+    if failure is not None:
+        rec.fail(*failure, end_ns=_perf())
+        keep_partial(rec)
+        return False
+    return True

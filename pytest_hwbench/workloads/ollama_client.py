@@ -14,7 +14,6 @@ Transport and hot path as in ``openai_client`` (``http1``: stamp and parse insid
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads._http import StreamFailure, http_error, keep_partial
+from pytest_hwbench.workloads._http import StreamFailure, http_error, keep_partial, transmit
 from pytest_hwbench.workloads.http1 import HTTP1Pool
 from pytest_hwbench.workloads.prompts import Prompt
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
@@ -195,17 +194,7 @@ class OllamaClient:
         prompt = self._prompts[k]
         rec = RequestRecord(index=index, tokens_in=prompt.tokens, tokens_in_estimated=prompt.tokens_estimated)
         sink = _NDJSONSink(rec, self._chat)
-        rec.send_wall_ns = time.time_ns()
-        rec.send_ns = _perf()
-        try:
-            failure = await self.http.request(self._requests[k], sink)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug here must become a record, not end the run
-            failure = (ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
-        if failure is not None:
-            rec.fail(*failure, end_ns=_perf())
-            keep_partial(rec)
+        if not await transmit(self.http, self._requests[k], sink, rec):
             return rec
         rec.end_ns = sink.end_ns
         status = rec.status or 0

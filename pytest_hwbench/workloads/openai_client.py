@@ -21,7 +21,6 @@ and an answer without any generated content (``empty``). What arrived before a f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads._http import StreamFailure, api_root, http_error, keep_partial
+from pytest_hwbench.workloads._http import StreamFailure, api_root, http_error, keep_partial, transmit
 from pytest_hwbench.workloads.http1 import HTTP1Pool
 from pytest_hwbench.workloads.prompts import Prompt, estimate_tokens
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
@@ -251,17 +250,7 @@ class OpenAIClient:
         prompt = self._prompts[k]
         rec = RequestRecord(index=index, tokens_in=prompt.tokens, tokens_in_estimated=prompt.tokens_estimated)
         sink = _SSESink(rec, self._chat)
-        rec.send_wall_ns = time.time_ns()
-        rec.send_ns = _perf()
-        try:
-            failure = await self.http.request(self._requests[k], sink)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug here must become a record, not end the run
-            failure = (ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
-        if failure is not None:
-            rec.fail(*failure, end_ns=_perf())
-            keep_partial(rec)
+        if not await transmit(self.http, self._requests[k], sink, rec):
             return rec
         rec.end_ns = sink.end_ns  # the last byte of the answer
         try:
