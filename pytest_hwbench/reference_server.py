@@ -846,12 +846,16 @@ class ReferenceServerProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the object, closed in __exit__
 
-    def start(self) -> str:
+    def argv(self) -> list[str]:
+        """The child's command line (a subclass may run the server differently, e.g. with a test shim)."""
         argv = [sys.executable, "-m", "pytest_hwbench.reference_server", "--host", self.host,
                 "--port", str(self.port), *self.config.to_argv()]
         if not self.precise:
             argv.append("--no-precise-timers")
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
+        return argv
+
+    def start(self) -> str:
+        self._proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=self._log,
                                       env=os.environ | {"PYTHONUNBUFFERED": "1"})
         line: list[bytes] = []
         reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()),  # type: ignore[union-attr]

@@ -44,10 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import subprocess
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -144,22 +141,9 @@ class ServerProcess(ReferenceServerProcess):
 class EmissionStampingServerProcess(ServerProcess):
     """The reference server with the shim above, instead of ``-m pytest_hwbench.reference_server``."""
 
-    def start(self) -> str:
-        argv = [sys.executable, "-c", _STAMPING_SERVER, "--host", self.host, "--port", str(self.port),
+    def argv(self) -> list[str]:
+        return [sys.executable, "-c", _STAMPING_SERVER, "--host", self.host, "--port", str(self.port),
                 *self.config.to_argv()]
-        self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log,
-                                      env=os.environ | {"PYTHONUNBUFFERED": "1"})
-        line: list[bytes] = []
-        reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()),  # type: ignore[union-attr]
-                                  daemon=True)
-        reader.start()
-        reader.join(self.startup_timeout_s)
-        match = re.search(rb"listening on (\S+)", line[0] if line else b"")
-        if not match:
-            self.stop()
-            raise RuntimeError(f"emission-stamping reference server did not start: {self.log_text()[-2000:]}")
-        self.base_url = match.group(1).decode()
-        return self.base_url
 
 
 @contextlib.contextmanager
