@@ -113,7 +113,6 @@ class HwbenchSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.options = Options.from_config(config)
-        self.is_worker = hasattr(config, "workerinput")
         self.recipe = load_session_recipe(self.options.recipe_path)
         workerinput = getattr(config, "workerinput", None)
         # Workers use the controller's run id so service logs and results land in one run directory.
