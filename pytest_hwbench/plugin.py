@@ -193,7 +193,8 @@ def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Warm-up, then rounds of ``repetitions`` trials: after each round the verdict is judged, and while a
     baseline comparison is INCONCLUSIVE another round runs, up to ``baseline.reruns`` extra rounds and
-    ``baseline.max_seconds`` (the comparison splits its false-FAIL budget over those planned looks)."""
+    ``baseline.max_seconds`` (the FAIL boundary of each look accounts for the repeated looks). Saving a
+    baseline runs every round."""
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
@@ -214,18 +215,19 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 item.runtest()
             recorder.begin_trial(reps - 1)
             result = yield
-            verdict, payload = session.judge(item, recorder, conditions)
-            rounds = policy.reruns
-            while rounds > 0 and session.wants_more_trials(verdict):
-                spent = time.monotonic() - started
-                per_round = spent / max(recorder.trial_count // reps, 1)
-                if spent + per_round > policy.max_seconds:
+            verdict, payload = session.judge(item, recorder, conditions, look=0)
+            # Saving a baseline spends the whole budget: a stored session is compared many times.
+            saving = session.options.save_baseline
+            for look in range(1, policy.reruns + 1):
+                if not (saving or session.wants_more_trials(verdict)):
                     break
-                rounds -= 1
+                spent = time.monotonic() - started
+                if spent + spent / look > policy.max_seconds:
+                    break
                 for _ in range(reps):
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
-                verdict, payload = session.judge(item, recorder, conditions)
+                verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)

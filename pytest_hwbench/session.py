@@ -199,8 +199,8 @@ class HwbenchSession:
         exprs += [parse_slo(text, f"@pytest.mark.hwbench(slo=...) on {item.nodeid}") for text in marker_slo]
         return exprs
 
-    def judge(self, item: pytest.Item, recorder: Recorder,
-              conditions: dict[str, Any] | None = None) -> tuple[TestResult, dict[str, Any]]:
+    def judge(self, item: pytest.Item, recorder: Recorder, conditions: dict[str, Any] | None = None,
+              look: int = 0) -> tuple[TestResult, dict[str, Any]]:
         """Build the typed result of a finished measurement (SLOs, baseline, validity) and decide it.
         Returns the result and the payload (plain JSON) that travels to the controller."""
         from pytest_hwbench.verdict.decide import decide
@@ -222,8 +222,8 @@ class HwbenchSession:
         result.service_facts = self.services.facts(self.service_names(item))
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
-            result.baseline = self._compare_baseline(item, metrics, self.environment(result.service_facts,
-                                                                                     conditions))
+            result.baseline = self._compare_baseline(
+                item, metrics, self.environment(result.service_facts, conditions), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
         decide(result, require_baseline=self.require_baseline)
@@ -233,7 +233,7 @@ class HwbenchSession:
         return result, payload
 
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
-                          environment: dict[str, Any]) -> Any:
+                          environment: dict[str, Any], look: int) -> Any:
         from pytest_hwbench.measure.fingerprint import conditions_differ
         from pytest_hwbench.verdict.baseline import compare_test
         from pytest_hwbench.verdict.result import BaselineComparison
@@ -252,7 +252,8 @@ class HwbenchSession:
                         "(save one with --hwbench-save-baseline)")
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
         differ = conditions_differ(stored, environment.get("conditions") or {})
-        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ)
+        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
+                            look=look)
 
     @staticmethod
     def wants_more_trials(result: TestResult) -> bool:

@@ -67,7 +67,7 @@ class Scenario:
 
 def draw(rng: np.random.Generator, sc: Scenario, shape: tuple[int, ...], change: float) -> np.ndarray:
     """Trial values around 100 with the scenario's noise; one session shift per leading (R, T, session)."""
-    shift = 1.0 + sc.shift * rng.standard_normal(shape[:-1] + (1,))
+    shift = 1.0 + sc.shift * rng.standard_normal((*shape[:-1], 1))
     if sc.noise == "normal":
         noise = 1.0 + sc.cv * rng.standard_normal(shape)
         noise = np.maximum(noise, 0.05)
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
           f"session_noise prior {settings.session_noise:.0%} (weight {settings.prior_weight:g}), "
           f"alpha {settings.alpha_fail:g}, PASS bound {settings.pass_confidence:g}, stored sessions of {save_trials} "
           f"trials, {args.series} tests x {replicates} testbeds per scenario")
-    head = ["scenario"] + methods
+    head = ["scenario", *methods]
     if args.markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             f, inc, n = res[m]
             cells.append(f"{f:6.1%} F {inc:5.1%} I {n:4.1f}t" if m == "hwbench" else f"{f:6.1%} F")
         if args.markdown:
-            print("| " + " | ".join([sc.label] + cells) + " |")
+            print("| " + " | ".join([sc.label, *cells]) + " |")
         else:
             print("  ".join([f"{sc.label:34}"] + [f"{c:>24}" for c in cells]))
     misses = check_targets(rows)

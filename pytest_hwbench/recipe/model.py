@@ -47,7 +47,7 @@ class BaselinePolicy:
     metrics: dict[str, MetricPolicy] = field(default_factory=dict)
     # History and sequential trials (docs/verdicts.md says how the defaults were chosen).
     sessions: int = 5                 # stored sessions kept per test
-    session_noise: float = 0.02       # prior SD of a whole session's shift, until the history measures it
+    session_noise: float = 0.03       # prior SD of a whole session's shift, until the history measures it
     max_seconds: float = 300.0        # time budget for the sequential rounds (``reruns`` is the round budget)
 
     def tolerance_for(self, metric: str) -> float:

@@ -47,7 +47,7 @@ PASS, FAIL, INCONCLUSIVE, STALE = "PASS", "FAIL", "INCONCLUSIVE", "STALE"
 _CODES = (PASS, FAIL, INCONCLUSIVE, STALE)
 
 #: Weight of the ``session_noise`` prior, in sessions' worth of degrees of freedom.
-PRIOR_WEIGHT = 1.0
+PRIOR_WEIGHT = 3.0
 #: Stored sessions (pooled degrees of freedom) from which the between-session estimate counts as calibrated.
 CALIBRATED_DF = 8
 
@@ -59,10 +59,10 @@ class CompareSettings:
     tolerance: float = 0.05
     confidence: float = 0.95      # of the reported CI of the change
     pass_confidence: float = 0.80  # one-sided bound that must lie within the tolerance for PASS
-    alpha_fail: float = 0.008     # one-sided level of the FAIL test at the last look
+    alpha_fail: float = 0.007     # one-sided level of the FAIL test at the last look
     looks_planned: int = 1        # (set by the caller) how many looks the sequential plan may take
     look: int = 0                 # (set by the caller) which look this is, 0-based
-    session_noise: float = 0.02
+    session_noise: float = 0.03
     stale_factor: float = 2.0
     prior_weight: float = PRIOR_WEIGHT
 
@@ -390,5 +390,5 @@ def _compare_by_sign(cur: list[float], base: list[float], tol_text: str, common:
 
 
 __all__ = ["FAIL", "INCONCLUSIVE", "PASS", "STALE", "CompareSettings", "Comparison", "SessionNoise",
-           "combine_prior", "compare_metric", "decide_codes", "fail_boundary", "log_stats", "pool_noise", "pooled_noise_arrays",
-           "series_noise"]
+           "combine_prior", "compare_metric", "decide_codes", "fail_boundary", "log_stats", "pool_noise",
+           "pooled_noise_arrays", "series_noise"]
