@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
 from pytest_hwbench.recipe.interpolate import interpolate_tree
 from pytest_hwbench.recipe.model import BaselinePolicy, MetricPolicy, MlflowSettings, Recipe, ServiceSpec
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
@@ -63,7 +64,7 @@ _StrictLoader.yaml_implicit_resolvers = {
 
 def _parse(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # _StrictLoader is a SafeLoader subclass
+        return compose_bounded(text, _StrictLoader, source)  # a SafeLoader subclass, bounded
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -179,7 +180,8 @@ def load_recipe(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     """Load the recipe file at ``path`` (messages name it as given, e.g. ``recipes/vllm.yaml``)."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        text = read_bounded(source, MAX_YAML_BYTES, what="the recipe",
+                            fix="pass a recipe file (a few KiB of YAML)").decode("utf-8")
     except FileNotFoundError:
         raise HwbenchInputError("recipe file not found", file=source, fix=MISSING_FILE_FIX) from None
     except IsADirectoryError:
