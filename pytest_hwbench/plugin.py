@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.report.sweeps import analyze_sweeps
@@ -56,8 +57,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-hwbench-mlflow", action="store_true", help="do not log to MLflow")
     group.addoption("--hwbench-allow-parallel", action="store_true",
                     help="let timed tests overlap under xdist (default: one timed test at a time)")
-    group.addoption("--hwbench-repetitions", type=int, metavar="N",
+    group.addoption("--hwbench-repetitions", type=positive_repetitions, metavar="N",
                     help="override the recipe's repetitions (measured trials per test)")
+    group.addoption("--hwbench-lenient", action="store_true",
+                    help="an SLO pattern matching no test or a sweep key matching no test argument is a "
+                         "warning instead of an error")
     parser.addini("hwbench_recipe", "default recipe path (relative to the ini file)", default="")
     parser.addini("hwbench_report_dir", "default report directory", default="")
     parser.addini("hwbench_mlflow", "MLflow tracking URI, or 'off'", default="")
@@ -163,6 +167,18 @@ class XdistControllerHooks:
             self._started = True
             self.session.services.start_all()
         node.workerinput.update(self.session.services.workerinput(), hwbench_run_id=self.session.run_id)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before -k/-m deselect anything: marker keywords, SLO patterns and sweep keys that select nothing."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for text in check_collection(config, session.recipe, items):
+        if reporter is not None and not hasattr(config, "workerinput"):
+            reporter.write_line(f"pytest-hwbench: warning: {text}", yellow=True)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
