@@ -304,3 +304,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
+    if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
+        terminalreporter.write_line(hw.writer.error, red=True, bold=True)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never walk the report directory during collection (thousands of run files, nothing to collect)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and collection_path == session.options.report_dir:
+        return True
+    return None

@@ -342,6 +342,10 @@ class HwbenchSession:
                 self.baseline_written = sorted(self._to_save)
             except HwbenchInputError as err:  # an existing file is broken: keep it, say so
                 self.baseline_error = f"baselines not saved: {err}"
+            except OSError as err:  # full disk, read-only checkout: the old files stay (atomic writes)
+                self.baseline_error = (f"baselines not saved: {err.strerror or err} in {self.baseline_dir} "
+                                       "(fix: free disk space or make the baseline directory writable; "
+                                       "the previous baselines are unchanged)")
         manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
         self.writer.write_manifest(manifest)
         self.writer.close()

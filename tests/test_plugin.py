@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pytest_hwbench.report.files import read_samples
+
 NO_MLFLOW = "--no-hwbench-mlflow"
 
 SYNTHETIC = """
@@ -63,7 +65,7 @@ def test_records_metrics_and_writes_reports(pytester: pytest.Pytester) -> None:
     assert thr["better"] == "higher" and thr["unit"] == "op/s" and len(thr["trial_values"]) == 3
     assert thr["summary"]["count"] == 60 and 95 < thr["summary"]["p50"] < 105
     assert r["metrics"]["latency_ms"]["better"] == "lower"
-    samples = np.load(next((rd / "samples").glob("*n_1*.npz")))
+    samples = read_samples(rd)["test_a.py::test_synthetic[n=1]"]
     assert samples["throughput"].shape == (60,)
     lines = (rd / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["test_id"] for line in lines)

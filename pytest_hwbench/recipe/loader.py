@@ -78,7 +78,8 @@ def _parse(text: str, source: str) -> Any:
                "'{', '[', '*', '&', '!', '%', '@'")
         raise HwbenchInputError(f"invalid YAML: {problem}", file=source, field=where, fix=fix) from None
     except yaml.YAMLError as err:
-        raise HwbenchInputError(f"invalid YAML: {err}", file=source) from None
+        raise HwbenchInputError(f"invalid YAML: {' '.join(str(err).split())}", file=source,
+                                fix="save the recipe as plain UTF-8 text without control characters") from None
     except (ValueError, OverflowError) as err:  # e.g. an integer literal of 5000 digits
         raise HwbenchInputError(f"invalid value: {str(err)[:200]}", file=source,
                                 fix="write numbers of reasonable size") from None
