@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+
 import pytest
 
 from pytest_hwbench.recipe.model import Recipe, nodeid_matches

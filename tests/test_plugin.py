@@ -8,7 +8,6 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pytest_hwbench.report.files import read_samples

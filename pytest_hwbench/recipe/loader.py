@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
 from pytest_hwbench.recipe.interpolate import interpolate_tree
 from pytest_hwbench.recipe.model import BaselinePolicy, MetricPolicy, MlflowSettings, Recipe, ServiceSpec
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
+from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
 
 DEFAULT_SOURCE = "<embedded default>"
 MISSING_FILE_FIX = "pass an existing file to --recipe or fix the hwbench_recipe ini value"

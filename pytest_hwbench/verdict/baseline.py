@@ -29,11 +29,11 @@ import filelock
 import numpy as np
 
 from pytest_hwbench.atomic import write_json_atomic
-from pytest_hwbench.safe_load import loads_json_bounded
 from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult, jsonable
 from pytest_hwbench.measure.stats import Summary, bootstrap_ratio_of_medians
 from pytest_hwbench.recipe.model import BaselinePolicy
+from pytest_hwbench.safe_load import loads_json_bounded
 from pytest_hwbench.verdict.envdiff import EnvChange, environment_diff, format_env_diff
 
 SCHEMA_VERSION = 1
