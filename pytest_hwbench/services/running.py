@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_hwbench.services.base import Endpoint, ServiceDied, ServiceStartError, hint_for, now_s, tail_file
-from pytest_hwbench.services.probes import PROBLEM_FIX, Probe, Problem, ProbeResult, State
+from pytest_hwbench.services.probes import PROBLEM_FIX, Probe, ProbeResult, Problem, State
 
 
 class RunningService:
