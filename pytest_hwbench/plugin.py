@@ -24,6 +24,7 @@ import pytest
 from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
 
@@ -257,6 +258,7 @@ def junit_properties(payload: dict[str, Any]) -> list[tuple[str, Any]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    redact_report(report)  # terminal and JUnit render from the report
     if call.when == "call":
         payload = item.stash.get(PAYLOAD_STASH, None)
         if payload is not None:

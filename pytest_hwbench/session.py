@@ -27,7 +27,7 @@ from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
-from pytest_hwbench.report.redact import redact
+from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.decide import TestVerdict
@@ -114,6 +114,7 @@ class HwbenchSession:
         self.config = config
         self.options = Options.from_config(config)
         self.recipe = load_session_recipe(self.options.recipe_path)
+        register_secrets(self.recipe.secret_values)  # service logs, pid records and errors mask them too
         workerinput = getattr(config, "workerinput", None)
         # Workers use the controller's run id so service logs and results land in one run directory.
         self.run_id = (workerinput or {}).get("hwbench_run_id") or new_run_id()

@@ -21,11 +21,11 @@ from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.interpolate import interpolate_tree
 from pytest_hwbench.recipe.model import BaselinePolicy, MetricPolicy, MlflowSettings, Recipe, ServiceSpec
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
+from pytest_hwbench.report.redact import Redactor, secrets_in_tree
 from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
 
 DEFAULT_SOURCE = "<embedded default>"
 MISSING_FILE_FIX = "pass an existing file to --recipe or fix the hwbench_recipe ini value"
-_MASK = "***"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -88,16 +88,8 @@ def _parse(text: str, source: str) -> Any:
 def _redact(issues: list[Issue], secrets: set[str]) -> list[Issue]:
     """Mask secret values an error message might quote (``'hunter2' is not an integer``): errors reach
     terminals and CI logs just like reports do."""
-    if not secrets:
-        return issues
-    ordered = sorted(secrets, key=len, reverse=True)  # a secret containing another is masked whole
-    out = []
-    for issue in issues:
-        problem = issue.problem
-        for secret in ordered:
-            problem = problem.replace(secret, _MASK)
-        out.append(Issue(issue.field, problem, issue.fix))
-    return out
+    redactor = Redactor(secrets)
+    return [Issue(issue.field, redactor.text(issue.problem), issue.fix) for issue in issues]
 
 
 def _document_order(data: Any) -> dict[str, int]:
@@ -157,7 +149,8 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
         name=clean.get("name") or Path(source).stem,
         text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        secret_values=frozenset(secrets),
+        secret_values=frozenset(secrets | secrets_in_tree(clean.get("services")) | secrets_in_tree(
+            clean.get("settings")) | secrets_in_tree(clean.get("mlflow"))),
         **kwargs,
     )
 
