@@ -612,6 +612,9 @@ BASELINE: Final = Record({
     "confidence": Float(gt=0.5, lt=1),
     "require": Bool(),
     "metrics": MapOf(METRIC_POLICY, what="a mapping of metric name to {tolerance, inconclusive}"),
+    "sessions": Int(min=1, max=10_000),
+    "session_noise": Float(ge=0, lt=1),
+    "max_seconds": Float(gt=0, lt=1e7),
 })
 
 SERVICE: Final = ServiceEntry()
