@@ -27,7 +27,7 @@ from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
-from pytest_hwbench.report.redact import redact
+from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.result import TestResult
@@ -116,6 +116,7 @@ class HwbenchSession:
         self.config = config
         self.options = Options.from_config(config)
         self.recipe = load_session_recipe(self.options.recipe_path)
+        register_secrets(self.recipe.secret_values)  # service logs, pid records and errors mask them too
         workerinput = getattr(config, "workerinput", None)
         # Workers use the controller's run id so service logs and results land in one run directory.
         self.run_id = (workerinput or {}).get("hwbench_run_id") or new_run_id()
@@ -345,6 +346,10 @@ class HwbenchSession:
                 self.baseline_written = sorted(self._to_save)
             except HwbenchInputError as err:  # an existing file is broken: keep it, say so
                 self.baseline_error = f"baselines not saved: {err}"
+            except OSError as err:  # full disk, read-only checkout: the old files stay (atomic writes)
+                self.baseline_error = (f"baselines not saved: {err.strerror or err} in {self.baseline_dir} "
+                                       "(fix: free disk space or make the baseline directory writable; "
+                                       "the previous baselines are unchanged)")
         manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
         self.writer.write_manifest(manifest)
         self.writer.close()

@@ -36,6 +36,7 @@ from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult, jsonable
 from pytest_hwbench.measure.stats import Summary
 from pytest_hwbench.recipe.model import BaselinePolicy
+from pytest_hwbench.safe_load import loads_json_bounded
 from pytest_hwbench.verdict.compare import (
     CompareSettings,
     Comparison,
@@ -303,7 +304,7 @@ class BaselineStore:
             raise HwbenchInputError(f"baseline file is not UTF-8 text ({err.reason} at byte {err.start})",
                                     file=str(path), fix=RESAVE_FIX) from None
         try:
-            data = json.loads(text)
+            data = loads_json_bounded(text, file=str(path), fix=RESAVE_FIX)  # NaN, depth, size: clear errors
         except json.JSONDecodeError as err:
             if not text.strip():
                 what = "empty"
