@@ -32,7 +32,7 @@ def write_run(root: Path, *, host: str, testbed: str, tests: Mapping[str, Mappin
               extra: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """One session's run directory; ``tests`` maps test id -> metric name -> ``metric(...)``."""
     started_at = time.time() if started_at is None else started_at
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S", time.gmtime(started_at)) + f"-{host}"[:20]
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S", time.gmtime(started_at)) + f"-{host}"[:24]
     writer = RunWriter(root, run_id)
     fp = {**BASE_ENV, **(env or {}), "hostname": host}
     results = []
@@ -54,16 +54,19 @@ def write_run(root: Path, *, host: str, testbed: str, tests: Mapping[str, Mappin
 
 def fleet_dirs(root: Path, means: Mapping[str, float], *, sessions: int = 2, trials: int = 5, cv: float = 0.01,
                testbed: str = "epyc-7b13", env: Mapping[str, Mapping[str, Any]] | None = None,
-               seed: int = 7, t0: float = 1.78e9) -> list[Path]:
-    """``sessions`` sessions per host of a throughput test (GB/s, higher better) and a latency test (ms)."""
+               seed: int = 7, t0: float = 1.78e9, module: str = "benchmarks/test_host.py",
+               drift: float = 0.0) -> list[Path]:
+    """``sessions`` sessions per host of a throughput test (GB/s, higher better) and a latency test (ms),
+    an hour apart (``drift``: relative change of the mean per session)."""
     rng = np.random.default_rng(seed)
     dirs = []
     for s in range(sessions):
         for i, (host, mean) in enumerate(means.items()):
-            gbs = rng.normal(mean, cv * mean, trials)
-            lat = rng.normal(100.0 * 10.0 / mean, cv, trials)
-            tests = {"benchmarks/test_host.py::test_copy": {"copy_gb_s": metric(gbs, "GB/s", "higher")},
-                     "benchmarks/test_host.py::test_latency": {"lat_ms": metric(lat, "ms", "lower")}}
+            m = mean * (1 + drift * s)
+            gbs = rng.normal(m, cv * m, trials)
+            lat = rng.normal(100.0 * 10.0 / m, cv, trials)
+            tests = {f"{module}::test_copy": {"copy_gb_s": metric(gbs, "GB/s", "higher")},
+                     f"{module}::test_latency": {"lat_ms": metric(lat, "ms", "lower")}}
             dirs.append(write_run(root, host=host, testbed=testbed, tests=tests, env=(env or {}).get(host),
-                                  started_at=t0 + 3600 * s + i, run_id=f"r{s}-{host}"))
+                                  started_at=t0 + 3600 * s + i))
     return dirs

@@ -127,7 +127,7 @@ def test_loader_reads_a_killed_run_from_jsonl(tmp_path: Path) -> None:
 
 
 def test_loader_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(HwbenchInputError, match="no run.json here"):
+    with pytest.raises(HwbenchInputError, match=r"no run\.json here"):
         load_run_dir(tmp_path)
     bad = tmp_path / "r1"
     bad.mkdir()
