@@ -265,3 +265,47 @@ def test_fleet_names_the_slowed_machine(seeded: Seeded) -> None:
     assert lat["outlier"]["host"] == "a2" and lat["better"] == "lower"
     gen = comps[(f"{BENCH}::test_generate[tiny-1b]", "output_tok_s")]
     assert gen["outlier"]["host"] == "a2"
+
+
+def test_dashboard_shows_it_all_in_chromium(seeded: Seeded) -> None:
+    from urllib.parse import urlencode
+
+    from selenium.webdriver.common.by import By
+
+    from tests.browser_helpers import chromium, dashboard_process, screenshot_dir, wait_for_figures
+
+    shots = screenshot_dir()
+    copy = f"{BENCH}::test_copy"
+    pages = [  # (name, path, query, figures, heading, texts the page must show)
+        ("systems", "/", {}, 1, "Systems at a glance", ["a1", "a2", "b1", "tb-a", "tb-b", "FAIL", "failing"]),
+        ("compare", "/compare", {"test": copy, "metric": "copy_gb_s"}, 1, "Cross-system comparison",
+         ["a2 is slower", "higher is better", "tb-a", "tb-b"]),
+        ("models", "/models", {"host": "b1"}, 2, "Model performance on b1",
+         ["tiny-1b", "mid-8b", "model size [GB]", "tokens/s × model GB"]),
+        ("trends", "/trends", {"test": copy, "metric": "copy_gb_s", "testbed": "tb-a"}, 1, "Trends",
+         ["a1", "a2", "env: a1: kernel", "higher is better", "regression / failed"]),
+        ("trends-latency", "/trends", {"test": f"{BENCH}::test_latency", "metric": "lat_ms"}, 1, "Trends",
+         ["lower is better", "b1"]),
+    ]
+    env = {"HWBENCH_CACHE": str(seeded.work / "dash-cache")}
+    with dashboard_process(seeded.server.uri, EXPERIMENT, _free_port(), env=env) as url, chromium() as driver:
+        for name, path, query, n_figs, heading, texts in pages:
+            driver.get(url + path + ("?" + urlencode(query) if query else ""))
+            figs = wait_for_figures(driver, n_figs, heading)
+            text = driver.find_element(By.ID, "page").text
+            svg_text = " ".join(f.get_attribute("textContent") or "" for f in figs)
+            for t in texts:
+                assert t in text or t in svg_text, f"{name}: {t!r} not shown"
+            # every figure has the modebar button that downloads it as PNG
+            for f in figs:
+                titles = [(b.get_attribute("data-title") or "").lower()
+                          for b in f.find_elements(By.CSS_SELECTOR, ".modebar-btn")]
+                assert "download plot as a png" in titles, f"{name}: no PNG button in {titles}"
+            assert driver.save_screenshot(str(shots / f"dashboard-{name}.png"))
+        # filters: the host dropdown narrows the systems page to one machine
+        driver.get(url + "/?" + urlencode({"host": "a2"}))
+        wait_for_figures(driver, 1, "Systems at a glance")
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.system-row")
+        assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == ["a2"]
+    for name, *_ in pages:
+        assert (shots / f"dashboard-{name}.png").stat().st_size > 10_000

@@ -319,7 +319,7 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x * 100:.1f} %"
 
 
-def _headline(c: FleetComparison) -> str:
+def headline(c: FleetComparison) -> str:
     if c.outlier:
         o = c.outlier
         return (f"{o.host} is {o.direction}: {_pct(abs(o.ratio - 1))} {'below' if o.ratio < 1 else 'above'} "
@@ -344,7 +344,7 @@ def render_table(comparisons: Sequence[FleetComparison], env_limit: int = 8) -> 
     lines = []
     for c in comparisons:
         lines.append(f"{c.testbed}  {c.test_id}  {c.metric} [{c.unit}] ({_better_arrow(c)})")
-        lines.append(f"  {_headline(c)}")
+        lines.append(f"  {headline(c)}")
         lines.append(f"  ICC {_num(c.icc, 2)}  F({c.df[0]},{c.df[1]})={_num(c.f_stat, 3)} p={_num(c.p_value, 2)}"
                      f"  best/worst {_num(c.best_worst_ratio, 4)}  within-machine CV {_pct(c.within_cv)}"
                      f"  replicate: {c.replicate}")
@@ -380,12 +380,12 @@ def render_markdown(comparisons: Sequence[FleetComparison], env_limit: int = 8) 
     lines = ["# Fleet", "", "| testbed | test | metric | finding | ICC | p | best/worst | sessions needed |",
              "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
-        lines.append(f"| {c.testbed} | `{c.test_id}` | {c.metric} ({_better_arrow(c)}) | {_headline(c)} | "
+        lines.append(f"| {c.testbed} | `{c.test_id}` | {c.metric} ({_better_arrow(c)}) | {headline(c)} | "
                      f"{_num(c.icc, 2)} | {_num(c.p_value, 2)} | {_num(c.best_worst_ratio, 4)} | "
                      f"{c.sessions_needed if c.sessions_needed is not None else '-'} (have {c.sessions_have}) |")
     for c in comparisons:
         lines += ["", f"## {c.testbed} · `{c.test_id}` · {c.metric} [{c.unit}]", "",
-                  f"{_headline(c)}. Replicate: {c.replicate}; {_better_arrow(c)}.", "",
+                  f"{headline(c)}. Replicate: {c.replicate}; {_better_arrow(c)}.", "",
                   "| rank | host | sessions | n | median | 95 % CI | vs rest |", "|---|---|---|---|---|---|---|"]
         for m in c.machines:
             host = f"**{m.host}**" if c.outlier and c.outlier.host == m.host else m.host
