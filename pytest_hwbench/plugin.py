@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -49,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hwbench-testbed", metavar="NAME",
                     help="testbed name keying baselines (default: recipe 'testbed', else derived from "
                          "CPU model, cores, memory and GPUs)")
+    group.addoption("--hwbench-host", metavar="NAME", default=os.environ.get("HWBENCH_HOST") or None,
+                    help="host name reported for this machine (default: $HWBENCH_HOST, else the hostname); "
+                         "for a box whose hostname is not unique in the fleet")
     group.addoption("--hwbench-save-baseline", action="store_true",
                     help="write/update baselines/<testbed>/ from this run instead of comparing")
     group.addoption("--hwbench-force-baseline", action="store_true",

@@ -138,7 +138,9 @@ class HwbenchSession:
     def fingerprint(self) -> dict[str, Any]:
         from pytest_hwbench.measure.fingerprint import collect_fingerprint
 
-        return collect_fingerprint(self.config.rootpath)
+        fp = collect_fingerprint(self.config.rootpath)
+        host = self.config.getoption("hwbench_host", None)
+        return {**fp, "hostname": host} if host else fp
 
     @cached_property
     def testbed(self) -> str:
@@ -370,8 +372,11 @@ class HwbenchSession:
 
         outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, list(self.results.values()),
                               [self.writer.dir / "results.json", self.writer.dir / "run.json"],
-                              self.recipe.secret_values)
+                              self.recipe.secret_values, probe_timeout_s=self.recipe.mlflow.probe_timeout_s,
+                              probe_retries=self.recipe.mlflow.probe_retries)
         self.mlflow_warning = outcome.warning
+        if not outcome.ok and outcome.warning:
+            self.mlflow_warning += f" (log it later: hwbench mlflow upload {self.writer.dir})"
         self.mlflow_run_id = outcome.parent_run_id if outcome.ok else None
 
 

@@ -74,6 +74,9 @@ class MlflowSettings:
     tracking_uri: str | None = None
     experiment: str = "hwbench"
     enabled: bool = True
+    #: how long the first answer of a tracking server may take, and how many more tries (with backoff)
+    probe_timeout_s: float = 3.0
+    probe_retries: int = 0
 
 
 @dataclass(frozen=True)

@@ -623,6 +623,8 @@ MLFLOW: Final = Record({
     "tracking_uri": Nullable(Str(nonempty=True), empty_is_null=True),
     "experiment": Str(nonempty=True),
     "enabled": Bool(),
+    "probe_timeout_s": Float(gt=0, lt=3600),
+    "probe_retries": Int(min=0),
 })
 
 SWEEP: Final = MapOf(ListOf(Scalar(), nonempty=True),
