@@ -76,6 +76,7 @@ class Recorder:
         self.trial = 0
         self.is_warmup = False
         self.extra: dict[str, Any] = {}
+        self.invalid: list[str] = []
 
     # -- trial bookkeeping (called by the plugin) ------------------------------------------------------
     def begin_trial(self, index: int, *, warmup: bool = False) -> None:
@@ -162,6 +163,12 @@ class Recorder:
         if not self.is_warmup:
             self.extra.setdefault("timing", {})[metric_name] = cal.to_dict()
         return result  # type: ignore[no-any-return]
+
+    def invalidate(self, reason: str) -> None:
+        """Mark this measurement invalid (e.g. the load generator was the bottleneck): the verdict becomes
+        at least WARN, and it is not saved as a baseline unless forced. Repeated reasons are kept once."""
+        if reason not in self.invalid:
+            self.invalid.append(reason)
 
     # -- reading back ----------------------------------------------------------------------------------
     def results(self) -> dict[str, MetricResult]:
