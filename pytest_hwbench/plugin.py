@@ -219,7 +219,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
-    from pytest_hwbench.measure.fingerprint import run_conditions
+    from pytest_hwbench.measure.fingerprint import LoadMeter, run_conditions
 
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
@@ -231,11 +231,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 recorder.begin_trial(i, warmup=True)
                 item.runtest()
             started = time.monotonic()
+            meter = LoadMeter()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
                 item.runtest()
             recorder.begin_trial(reps - 1)
             result = yield
+            conditions["load_other"] = meter.external_fraction()
             verdict, payload = session.judge(item, recorder, conditions, look=0)
             # Saving a baseline spends the whole budget: a stored session is compared many times.
             saving = session.options.save_baseline
@@ -248,6 +250,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 for _ in range(reps):
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
+                conditions["load_other"] = meter.external_fraction()
                 verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
             if recorder.metrics:  # keep partial measurements of a test that crashed
