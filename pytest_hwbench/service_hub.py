@@ -112,7 +112,8 @@ class ServiceHub:
             if kind == "died":  # said in full once, by the test that saw it die
                 pytest.fail(f"service {name!r} died earlier in this run ({text}); the first test that failed "
                             "on it shows its log", pytrace=False)
-            pytest.fail(f"service {name!r} did not start: {text}", pytrace=False)
+            pytest.fail(f"service {name!r} did not start: {text.removeprefix(f'service {name!r}: ')}",
+                        pytrace=False)
         if name not in self._running:
             pytest.fail(f"service {name!r} was not handed to this xdist worker", pytrace=False)
         svc = self._running[name]
