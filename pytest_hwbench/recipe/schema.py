@@ -463,6 +463,18 @@ MLFLOW: Final = Record({
     "enabled": Bool(),
 })
 
+_PATHS = ListOf(Str(nonempty=True), single=True)
+HARDWARE: Final = Record({
+    "scratch_dir": Nullable(Str(nonempty=True), empty_is_null=True),
+    "models": Record({"dirs": _PATHS, "ollama": Bool(), "huggingface": Bool(), "select": _PATHS,
+                      "default_count": Int(min=1), "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
+                      "memory_headroom": Float(ge=0)}),
+    "llama_bench_repetitions": Int(min=1), "sevenzip_dict_log2": Int(min=10), "sevenzip_passes": Int(min=1),
+    "stream_array_mib": Nullable(Float(gt=0), empty_is_null=True), "stream_ntimes": Int(min=2),
+    "stream_cross_check": Bool(), "fio_size_mib": Int(min=1), "fio_runtime_s": Float(gt=0),
+    "fio_iodepth": Int(min=1), "fio_ioengine": Str(nonempty=True), "timeout_s": Float(gt=0),
+})
+
 RECIPE: Final = Record({
     "version": Enum((1,), base=Int(), fix="this pytest-hwbench reads recipe format version 1"),
     "name": Str(nonempty=True),
@@ -480,6 +492,7 @@ RECIPE: Final = Record({
     "services": MapOf(SERVICE, what="a mapping of service name to {kind, backend, ...}"),
     "mlflow": MLFLOW,
     "settings": MapOf(Json(), what="a mapping of setting name to value"),
+    "hardware": HARDWARE,
 }, what="a mapping")
 
 
