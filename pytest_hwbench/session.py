@@ -163,10 +163,12 @@ class HwbenchSession:
         wanted = (marker.kwargs.get("service") or marker.kwargs.get("services") or []) if marker else []
         return [wanted] if isinstance(wanted, str) else list(wanted)
 
-    def environment(self, service_facts: dict[str, Any] | None) -> dict[str, Any]:
+    def environment(self, service_facts: dict[str, Any] | None,
+                    tool_versions: dict[str, Any] | None = None) -> dict[str, Any]:
         """The environment a baseline is saved and compared in: the machine fingerprint plus the version
-        facts of the services the test used."""
-        return {**self.fingerprint, "services": service_facts} if service_facts else self.fingerprint
+        facts of the services the test used and of the hardware tools it ran (``hwbench.extra``)."""
+        env = {**self.fingerprint, "services": service_facts} if service_facts else self.fingerprint
+        return {**env, "tools": tool_versions} if tool_versions else env
 
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
         """(warmup, repetitions) for a test: marker, then ``--hwbench-repetitions``, then the recipe."""
@@ -213,7 +215,8 @@ class HwbenchSession:
             for res in slo_results:
                 if not res.passed:
                     verdict.fail(res.message)
-            baseline = self._judge_baseline(item, metrics, verdict, self.environment(service_facts))
+            baseline = self._judge_baseline(item, metrics, verdict, self.environment(
+                service_facts, recorder.extra.get("tool_versions")))
         payload = {
             "test_id": item.nodeid, "name": item.name, "params": self.params_of(item),
             "trials": recorder.trial_count,
@@ -289,7 +292,7 @@ class HwbenchSession:
         if self.options.save_baseline and report.outcome == "passed" and payload["metrics"]:
             self._to_save[payload["test_id"]] = (
                 {n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
-                self.environment(payload.get("service_facts")))
+                self.environment(payload.get("service_facts"), (payload.get("extra") or {}).get("tool_versions")))
 
     def add_skip(self, report: pytest.TestReport) -> None:
         """Record a skipped hwbench test (e.g. the recipe provides no such service) so it shows."""

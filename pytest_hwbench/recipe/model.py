@@ -90,7 +90,6 @@ class HardwareSettings:
     """``hardware:``: the hardware tools' options (benchmarks/test_hardware.py, test_gguf.py). Values that are
     swept (threads, n_prompt, n_gen, batch_size, n_gpu_layers, flash_attn) belong in ``sweep:`` instead."""
 
-    scratch_dir: str | None = None  # fio's files; default: the system temporary directory
     models: ModelSettings = field(default_factory=ModelSettings)
     llama_bench_repetitions: int = 3  # llama-bench -r: its samples per trial
     sevenzip_dict_log2: int = 16  # 7z b -md

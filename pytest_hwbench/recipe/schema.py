@@ -465,7 +465,6 @@ MLFLOW: Final = Record({
 
 _PATHS = ListOf(Str(nonempty=True), single=True)
 HARDWARE: Final = Record({
-    "scratch_dir": Nullable(Str(nonempty=True), empty_is_null=True),
     "models": Record({"dirs": _PATHS, "ollama": Bool(), "huggingface": Bool(), "select": _PATHS,
                       "default_count": Int(min=1), "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
                       "memory_headroom": Float(ge=0)}),
