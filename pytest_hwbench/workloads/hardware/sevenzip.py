@@ -17,7 +17,8 @@ INSTALL = "apt-get install 7zip (or p7zip-full for 7z)"
 
 _VERSION = re.compile(r"^\s*(p?7-Zip[^:]*?)\s+(\d+\.\d+\S*)", re.M)
 _THREADS = re.compile(r"#\s*Benchmark threads:\s*(\d+)|^\s*\S*\s*mt(\d+)\s*$", re.M)
-_ROW = r"\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\|\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)"
+# 7-Zip 16.02 printed the Avr: row without the Speed columns; 7-Zip 2x prints them.
+_ROW = r"\s+(?:(\d+)\s+)?(\d+)\s+(\d+)\s+(\d+)\s+\|\s+(?:(\d+)\s+)?(\d+)\s+(\d+)\s+(\d+)"
 _AVR = re.compile(r"^Avr:" + _ROW, re.M)
 _TOT = re.compile(r"^Tot:\s+(\d+)\s+(\d+)\s+(\d+)", re.M)
 _ERROR = re.compile(r"^(?:System ERROR:|ERROR:|Error:)\s*\n?(.*)$", re.M)
@@ -25,7 +26,8 @@ _ERROR = re.compile(r"^(?:System ERROR:|ERROR:|Error:)\s*\n?(.*)$", re.M)
 
 @dataclass(frozen=True)
 class SevenZipResult:
-    """The ``Avr:`` and ``Tot:`` rows of one ``7z b`` run (speeds in KiB/s, ratings in MIPS)."""
+    """The ``Avr:`` and ``Tot:`` rows of one ``7z b`` run (speeds in KiB/s, NaN where the version does not
+    print them; ratings in MIPS)."""
 
     version: str
     threads: int | None
@@ -64,7 +66,7 @@ def parse_sevenzip(text: str) -> SevenZipResult:
     ver = _VERSION.search(text)
     thr = _THREADS.search(text)
     threads = int(thr.group(1) or thr.group(2)) if thr else None
-    a = [float(x) for x in avr.groups()]
+    a = [float("nan") if x is None else float(x) for x in avr.groups()]
     t = [float(x) for x in tot.groups()]
     return SevenZipResult(
         version=f"{ver.group(1)} {ver.group(2)}" if ver else "unknown", threads=threads,
