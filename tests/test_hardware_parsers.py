@@ -38,8 +38,8 @@ def test_7zip_p7zip_front_end_header() -> None:
 
 def test_7zip_16_02_avr_row_without_speed_columns() -> None:
     # 7-Zip 16.02 printed "Avr:" without the Speed columns; the same recorded run in that layout.
-    text = re.sub(r"^Avr:\s+\d+(\s+\d+\s+\d+\s+\d+\s+\|)\s+\d+", r"Avr:       \1      ", read("7zz-26.02-b-md16-mmt1.txt"),
-                  flags=re.M)
+    text = re.sub(r"^Avr:\s+\d+(\s+\d+\s+\d+\s+\d+\s+\|)\s+\d+", r"Avr:       \1      ",
+                  read("7zz-26.02-b-md16-mmt1.txt"), flags=re.M)
     res = sevenzip.parse_sevenzip(text)
     assert (res.compress_mips, res.decompress_mips, res.total_mips) == (1907, 1206, 1556)
     assert math.isnan(res.compress_kib_s) and math.isnan(res.decompress_kib_s)

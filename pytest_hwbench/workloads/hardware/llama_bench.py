@@ -88,15 +88,17 @@ def _samples(rec: dict[str, Any]) -> list[float]:
 
 
 def parse_llama_bench(text: str) -> list[LlamaBenchRecord]:
-    """Records of llama-bench's ``-o json`` (or ``-o jsonl``) output. Raises :class:`ToolFailed` when there is no JSON array
-    (llama-bench prints its errors, e.g. a model that fails to load, on stderr and exits non-zero)."""
+    """Records of llama-bench's ``-o json`` (or ``-o jsonl``) output. Raises :class:`ToolFailed` when there is
+    no JSON (llama-bench prints its errors, e.g. a model that fails to load, on stderr and exits non-zero)."""
     stripped = text.strip()
     start = text.find("[")
     if not stripped.startswith("{") and start < 0:
         raise ToolFailed("llama-bench printed no JSON: " + (stripped.splitlines() or ["(nothing)"])[-1])
     try:  # -o json: one array; -o jsonl: one object per line
-        doc = ([json.loads(line) for line in stripped.splitlines() if line.strip()] if stripped.startswith("{")
-               else json.loads(text[start:]))
+        if stripped.startswith("{"):
+            doc = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+        else:
+            doc = json.loads(text[start:])
     except json.JSONDecodeError as err:
         raise ToolFailed(f"llama-bench's JSON output does not parse ({err})") from None
     records = []
