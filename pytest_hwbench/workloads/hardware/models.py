@@ -260,17 +260,21 @@ def free_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def human_size(n: float) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.2f} MiB"
+
+
 def fit_reason(model: ModelInfo, *, headroom: float, max_size_gib: float | None, free_bytes: int) -> str:
     """Why ``model`` will not run here ("" when it fits): the recipe's ceiling, then free RAM."""
     if model.problem:
         return model.problem
     if max_size_gib is not None and model.size_bytes > max_size_gib * GIB:
-        return (f"model {model.id} is {model.size_gib:.2f} GiB, above hardware.models.max_size_gib "
+        return (f"model {model.id} is {human_size(model.size_bytes)}, above hardware.models.max_size_gib "
                 f"({max_size_gib:g} GiB)")
     need = model.size_bytes * (1 + headroom)
     if need > free_bytes:
-        return (f"model {model.id} needs about {need / GIB:.2f} GiB ({model.size_gib:.2f} GiB + "
-                f"{headroom:.0%} for context and buffers) but only {free_bytes / GIB:.2f} GiB of RAM is free")
+        return (f"model {model.id} needs about {human_size(need)} ({human_size(model.size_bytes)} + "
+                f"{headroom:.0%} for context and buffers) but only {human_size(free_bytes)} of RAM is free")
     return ""
 
 
