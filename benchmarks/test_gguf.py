@@ -60,8 +60,15 @@ def flash_attn() -> None:
 
 
 @pytest.fixture
-def gguf_model(model: Choice | Selection) -> Choice:
-    """The chosen model; a skip saying why when it does not fit or none was found."""
+def gguf_model(model: Choice | Selection, n_gpu_layers: int | None) -> Choice:
+    """The chosen model; a skip saying why when it does not fit, none was found, or GPU layers are asked for
+    on a machine without a GPU."""
+    if n_gpu_layers:
+        from pytest_hwbench.workloads.hardware.gpu import gpu_skip_reason
+
+        reason = gpu_skip_reason()
+        if reason:
+            pytest.skip(f"n_gpu_layers={n_gpu_layers} needs a GPU: {reason}")
     if isinstance(model, Selection):
         unavailable(f"no GGUF model selected ({model.found} found; mode {model.mode}) in "
                     f"{', '.join(model.searched) or 'no place'}: set HWBENCH_MODELS=DIR (recipes/gguf.yaml) or "
@@ -74,12 +81,6 @@ def gguf_model(model: Choice | Selection) -> Choice:
 @pytest.mark.hwbench(sweep={"n_prompt": [64], "n_gen": [16], "threads": ["max"]})
 def test_llama_bench(hwbench, gguf_model: Choice, n_prompt: int, n_gen: int, threads, batch_size, n_gpu_layers,
                      flash_attn) -> None:
-    if n_gpu_layers:
-        from pytest_hwbench.workloads.hardware.gpu import gpu_skip_reason
-
-        reason = gpu_skip_reason()
-        if reason:
-            pytest.skip(f"n_gpu_layers={n_gpu_layers} needs a GPU: {reason}")
     m = gguf_model.model
     hwbench.extra["model"] = m.to_dict()
     bench.llama_bench_trial(hwbench, m.path, n_prompt=n_prompt, n_gen=n_gen, threads=threads,
