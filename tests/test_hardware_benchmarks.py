@@ -151,3 +151,22 @@ def test_a_model_too_big_for_memory_is_skipped_with_the_reason(pytester: pytest.
     assert "model=tiny-llama-e128" in skipped["test_id"]
     assert "above hardware.models.max_size_gib" in skipped["skip_reason"]
     res.stdout.fnmatch_lines(["*tiny-llama-e128 is 1.* MiB, above hardware.models.max_size_gib*"])
+
+
+def test_a_missing_tool_skips_naming_the_package_and_fails_in_ci(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(REPO / "benchmarks" / "test_hardware.py", pytester.path / "test_hardware.py")
+    shutil.copy(REPO / "conftest.py", pytester.path / "conftest.py")
+    empty = pytester.mkdir("empty-bin")
+    monkeypatch.setenv("PATH", str(empty))  # no 7zz, 7z, fio here
+    monkeypatch.delenv("HWBENCH_FAIL_ON_UNAVAILABLE", raising=False)
+    args = ("-p", "no:cacheprovider", "--no-hwbench-mlflow", "--hwbench-repetitions", "1", "-rs",
+            "-k", "7zip or seqread")
+    res = pytester.runpytest_subprocess(*args)
+    res.assert_outcomes(skipped=2)
+    res.stdout.fnmatch_lines(["*7zz / 7z / 7za not found on PATH: apt-get install 7zip*",
+                              "*fio not found on PATH: apt-get install fio*"])
+    monkeypatch.setenv("HWBENCH_FAIL_ON_UNAVAILABLE", "1")
+    res = pytester.runpytest_subprocess(*args)
+    res.assert_outcomes(failed=2)
+    res.stdout.fnmatch_lines(["*not available (HWBENCH_FAIL_ON_UNAVAILABLE=1): 7zz / 7z / 7za not found*"])
