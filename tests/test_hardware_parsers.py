@@ -169,3 +169,23 @@ def test_llama_bench_argv_flags() -> None:
                                         threads=8, n_gpu_layers=99, flash_attn=False)
     assert argv == ["llama-bench", "-m", "m.gguf", "-p", "512", "-n", "128", "-r", "5", "-o", "json", "-t", "8",
                     "-ngl", "99", "-fa", "0"]
+
+
+# ---------------------------------------------------------------------------------------------- runner
+
+def test_runner_records_a_reproducible_command_and_kills_on_timeout(tmp_path: Path) -> None:
+    import sys
+    import time
+
+    from pytest_hwbench.workloads.hardware.runner import run_tool
+
+    run = run_tool("py", [sys.executable, "-c", "print('a b')"], timeout=60, version="v1", env={"X": "1 2"})
+    assert run.stdout.strip() == "a b" and run.returncode == 0
+    assert run.command.startswith("X='1 2' ") and "'print('\"'\"'a b'\"'\"')'" in run.command
+    assert run.record()["version"] == "v1" and "stdout" not in run.record()
+    with pytest.raises(ToolFailed, match=r"py exited with status 3: .*\nboom"):
+        run_tool("py", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], timeout=60)
+    t0 = time.monotonic()
+    with pytest.raises(ToolFailed, match="did not finish within 1s"):
+        run_tool("py", [sys.executable, "-c", "import time; time.sleep(60)"], timeout=1)
+    assert time.monotonic() - t0 < 30
