@@ -143,6 +143,22 @@ def test_likwid_working_set_matches_the_stream_arrays() -> None:
 
 # ---------------------------------------------------------------------------------------------- llama-bench
 
+def test_llama_bench_cpu_build_on_the_tiny_model() -> None:
+    text = read("llama-bench-0.3.36-tiny.json")
+    raw = json.loads(text)
+    pp, tg = llama_bench.parse_llama_bench(text)
+    assert (pp.kind, pp.n_prompt, tg.kind, tg.n_gen) == ("pp", 32, "tg", 8)
+    assert pp.samples_ts == raw[0]["samples_ts"] and tg.samples_ts == raw[1]["samples_ts"] and len(tg.samples_ts) == 3
+    assert pp.backends == "CPU" and not llama_bench.has_gpu_backend([pp, tg]) and pp.build == "0c1e570 (1)"
+
+
+def test_llama_bench_error_output() -> None:
+    with pytest.raises(ToolFailed, match="does not parse"):
+        llama_bench.parse_llama_bench(read("llama-bench-0.3.36-error-no-model.txt").split("llama_bench:")[0])
+    with pytest.raises(ToolFailed, match="printed no JSON: llama_bench: error: failed to load model"):
+        llama_bench.parse_llama_bench(read("llama-bench-0.3.36-error-no-model.txt").replace("[", ""))
+
+
 def test_llama_bench_readme_example_with_a_cuda_backend() -> None:
     recs = llama_bench.parse_llama_bench(read("llama-bench-b5163-cuda-readme.json"))
     assert [r.kind for r in recs] == ["pp", "tg"]
