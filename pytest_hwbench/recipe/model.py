@@ -40,7 +40,7 @@ class BaselinePolicy:
     dir: str = "baselines"
     tolerance: float = 0.05
     inconclusive: InconclusivePolicy = "warn"
-    reruns: int = 2
+    reruns: int = 5
     stale_factor: float = 2.0
     confidence: float = 0.95
     require: bool = False

@@ -47,6 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytest_hwbench.report.redact import Redactor, process_redactor
+
 __all__ = ["MlflowOutcome", "log_session", "sanitize_key"]
 
 # MLflow limits (mlflow/utils/validation.py); kept here so a request is never rejected for its size.
@@ -90,23 +92,15 @@ class MlflowOutcome:
 
 # ------------------------------------------------------------------------------------------ redaction
 
-class _Redactor:
-    """Replaces every secret value in a string; longest first, so a secret containing another goes whole."""
+class _Redactor(Redactor):
+    """The one redactor (``report.redact``) plus the process-wide secrets, and MLflow-legal keys."""
 
     def __init__(self, secrets: frozenset[str] | set[str] | Sequence[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def text(self, value: str, replacement: str = REDACTED) -> str:
-        for secret in self.secrets:
-            if secret in value:
-                value = value.replace(secret, replacement)
-        return value
+        super().__init__(process_redactor().secrets)
+        self.add(secrets)
 
     def key(self, value: str) -> str:
         return sanitize_key(self.text(value, REDACTED_KEY))
-
-    def found_in(self, data: bytes) -> bool:
-        return any(s.encode("utf-8") in data for s in self.secrets)
 
 
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
