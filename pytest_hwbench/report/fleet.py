@@ -388,7 +388,8 @@ def _env_lines(o: Outlier, limit: int, indent: str) -> list[str]:
     if not o.env_diff:
         return [f"{indent}environment of {o.host}: same as the rest (look at hardware: cooling, DIMMs, "
                 "power limits)"]
-    out = [f"{indent}environment of {o.host} vs the rest ({len(o.env_diff)} differences):"]
+    noun = "difference" if len(o.env_diff) == 1 else "differences"
+    out = [f"{indent}environment of {o.host} vs the rest ({len(o.env_diff)} {noun}):"]
     for ch in o.env_diff[:limit]:
         out.append(f"{indent}  {ch.key}: {format_value(ch.baseline)} (rest) -> {format_value(ch.current)}")
     if len(o.env_diff) > limit:
