@@ -56,7 +56,8 @@ def test_benchmark_fixture_tests_get_hwbench_verdicts(pytester: pytest.Pytester)
     m = fast["metrics"]["time_s"]
     assert m["unit"] == "s" and m["better"] == "lower"
     facts = fast["extra"]["pytest_benchmark"]
-    assert m["summary"]["count"] == facts["rounds"] >= 5
+    assert m["summary"]["count"] == facts["rounds"] >= 10
+    assert fast["trials"] == 3  # the rounds split into the recipe's 3 repetitions
     assert 20e-6 <= m["summary"]["p50"] < 2e-3
     slo = got["test_pb.py::test_slo_violated"]
     assert slo["verdict"] == "FAIL" and slo["extra"]["pytest_benchmark"]["iterations"] == 2
@@ -76,3 +77,53 @@ def test_disabled_benchmarks_are_not_judged(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / "reports").exists() or not any(
         "test_pb.py::test_fast" in t for t in (results(pytester) if any(
             d.is_dir() for d in (pytester.path / "reports").iterdir()) else {}))
+
+
+def test_pytest_benchmark_saved_runs_become_the_baseline_history(pytester: pytest.Pytester,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import pytest-benchmark's JSON as baseline sessions; the same code then passes, a 2x slower one fails."""
+    from pytest_hwbench.cli import main as cli
+
+    pytester.makefile(".yaml", r="version: 1\nname: t\nrepetitions: 3\n")
+    pytester.makepyfile(test_pb=SUITE.replace("busy, 20)", "busy, float(__import__('os').environ.get('US', 20)))"))
+    common = ["--recipe", "r.yaml", NO_MLFLOW, "--benchmark-max-time=0.05", "-k", "test_fast",
+              "--hwbench-testbed", "tb"]
+    for i in range(2):  # two saved runs, with their rounds (--benchmark-save-data)
+        res = pytester.runpytest(*common, "--benchmark-save-data", f"--benchmark-json=run{i}.json")
+        res.assert_outcomes(passed=1)
+    files = [str(pytester.path / f"run{i}.json") for i in range(2)]
+    assert cli(["baseline", "import-pytest-benchmark", *files, "--testbed", "tb",
+                "--dir", str(pytester.path / "baselines")]) == 0
+    stored = json.loads(next((pytester.path / "baselines" / "tb").glob("*.json")).read_text())
+    sessions = stored["tests"]["test_pb.py::test_fast"]["sessions"]
+    assert len(sessions) == 2 and sessions[0]["metrics"]["time_s"]["unit"] == "s"
+    assert sessions[0]["run_id"] == "pytest-benchmark:run0.json"
+
+    res = pytester.runpytest(*common, "--hwbench-require-baseline")
+    res.assert_outcomes(passed=1)
+    assert results(pytester)["test_pb.py::test_fast"]["baseline_status"] == "PASS"
+    monkeypatch.setenv("US", "60")  # three times slower
+    res = pytester.runpytest(*common)
+    # FAIL, or INCONCLUSIVE (a WARN) when the verdict rule wants more sessions of history than two; never PASS
+    assert results(pytester)["test_pb.py::test_fast"]["baseline_status"] in ("FAIL", "INCONCLUSIVE")
+    res.stdout.re_match_lines([r".*time_s.*\b(1\d\d|2\d\d)\.\d% worse.*"])
+
+
+def test_import_refuses_a_file_that_is_not_pytest_benchmark_json(tmp_path: Path) -> None:
+    from pytest_hwbench.errors import HwbenchInputError
+    from pytest_hwbench.verdict.import_pytest_benchmark import read_run
+
+    bad = tmp_path / "x.json"
+    bad.write_text('{"tests": []}')
+    with pytest.raises(HwbenchInputError, match="no 'benchmarks' list") as err:
+        read_run(bad)
+    assert err.value.file == str(bad)
+    bad.write_text('{"benchmarks": [{"fullname": "t.py::a", "stats": {"rounds": 3}}]}')
+    with pytest.raises(HwbenchInputError, match=r"no numeric stats\.mean"):
+        read_run(bad)
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"datetime": "2026-01-01T00:00:00", "benchmarks": [{"fullname": "t.py::a", "stats": {
+        "rounds": 3, "mean": 2e-5, "stddev": 1e-6, "min": 1.9e-5, "max": 2.1e-5, "median": 2e-5}}]}))
+    run = read_run(ok)
+    m = run.records["t.py::a"].metrics["time_s"]
+    assert m.trial_values == [2e-5] and m.summary.count == 3

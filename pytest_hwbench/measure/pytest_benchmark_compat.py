@@ -9,9 +9,14 @@ properties and MLflow — the same as a test that used the ``hwbench`` fixture.
 How: nothing of pytest-benchmark is replaced or patched. A ``pytest_runtest_call`` wrapper lets the test
 run (pytest-benchmark's fixture does its calibrated rounds), then reads the fixture's own samples — one
 value per round, seconds per call (``fixture.stats.stats.data``) — into an hwbench ``Recorder`` as the
-metric ``time_s`` (better lower), and hands that to the session's usual judgement. pytest-benchmark runs a
-test body once and refuses a second call, so such a test is one hwbench trial whose samples are the rounds;
-repetitions and warm-up trials of the recipe do not apply to it (pytest-benchmark does its own warm-up).
+metric ``time_s`` (better lower), and hands that to the session's usual judgement.
+
+Trials: pytest-benchmark runs a test body once and refuses a second call, but the baseline comparison needs
+at least two trials to see how much a result moves. The rounds, in the order they ran, are therefore split
+into ``repetitions`` (the recipe's, at least 2) consecutive blocks, each block one trial (its median the
+trial value). Blocks see the noise that varies over the run (other tenants, frequency, caches); they cannot
+see what varies between processes (memory layout, hash seeds) — that spread comes from the baseline's
+history of sessions. Warm-up trials of the recipe do not apply (pytest-benchmark does its own warm-up).
 
 Not judged: a test whose fixture measured nothing (``--benchmark-disable``, ``--benchmark-skip``, or xdist,
 under which pytest-benchmark disables itself), and tests that also use the ``hwbench`` fixture (the
@@ -47,6 +52,13 @@ def samples_of(fixture: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
     return np.asarray(data, dtype=np.float64), facts
 
 
+def split_rounds(samples: np.ndarray, trials: int, min_rounds: int = 5) -> list[np.ndarray]:
+    """The rounds as ``trials`` (at least 2) consecutive blocks of at least ``min_rounds`` each (fewer blocks
+    when there are too few rounds; one block below ``2 * min_rounds``)."""
+    blocks = max(1, min(max(2, trials), samples.size // min_rounds))
+    return [b for b in np.array_split(samples, blocks) if b.size]
+
+
 class BenchmarkFixtureBridge:
     """Registered by the plugin when pytest-benchmark is present (plugin name ``benchmark``)."""
 
@@ -70,8 +82,10 @@ class BenchmarkFixtureBridge:
         samples, facts = got
         recorder = Recorder(item.nodeid, params=self.session.params_of(item), recipe=self.session.recipe,
                             confidence=self.session.recipe.baseline.confidence)
-        recorder.begin_trial(0)
-        recorder.record(METRIC, samples, unit="s", better="lower")
+        _, reps = self.session.repetitions_for(item)
+        for i, block in enumerate(split_rounds(samples, reps)):
+            recorder.begin_trial(i)
+            recorder.record(METRIC, block, unit="s", better="lower")
         recorder.extra["pytest_benchmark"] = facts
         verdict, payload = self.session.judge(item, recorder, conditions)
         self.on_judged(item, verdict, payload)
