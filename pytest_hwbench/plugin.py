@@ -91,6 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistControllerHooks(session), "hwbench-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):  # pytest-benchmark's tests get hwbench verdicts too
+        from pytest_hwbench.measure.pytest_benchmark_compat import BenchmarkFixtureBridge
+
+        config.pluginmanager.register(BenchmarkFixtureBridge(session, RECORDER_KEY, _judged),
+                                      "hwbench-pytest-benchmark")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -259,11 +264,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
+    _judged(item, verdict, payload)
+    return result
+
+
+def _judged(item: pytest.Item, verdict: TestResult, payload: dict) -> None:
+    """Hand a judged test's payload to its report, add its JUnit properties, and fail it on a FAIL."""
     item.stash[PAYLOAD_STASH] = payload
     item.user_properties.extend(junit_properties(verdict))
     if verdict.verdict == "FAIL":
         pytest.fail("\n".join(verdict.failures), pytrace=False)
-    return result
 
 
 def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
