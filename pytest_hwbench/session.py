@@ -277,9 +277,14 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Take one test's payload from its call report: keep it, append it, write its raw samples."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
-        payload["outcome"] = report.outcome
+        payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
         payload = redact(payload, self.recipe.secret_values)
+        earlier = self.results.get(payload["test_id"])
+        if earlier is not None and report.when == "teardown":  # measured, then its teardown failed
+            earlier.update(verdict="ERROR", outcome="error",
+                           failures=[*earlier.get("failures", []), *payload.get("failures", [])])
+            payload = earlier
         self.results[payload["test_id"]] = payload
         writer = self._writer()
         writer.append_result(payload)
