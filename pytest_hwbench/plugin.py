@@ -109,15 +109,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Recorder:
+def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    from pytest_hwbench.measure.samplers.monitor import monitor_for
+
     session = get_session(request.config)
     item = request.node
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
+    recorder.monitor = monitor_for(session.recipe.resources,
+                                   lambda: session.services.sampling_pids(session.service_names(item)))
     item.stash[RECORDER_KEY] = recorder
-    return recorder
+    yield recorder
+    if recorder.monitor is not None:
+        recorder.monitor.close()
 
 
 @pytest.fixture(scope="session")
@@ -202,6 +208,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 item.runtest()
             recorder.begin_trial(reps - 1)
             result = yield
+            recorder.end_trial()
             verdict, payload = session.judge(item, recorder)
             reruns = session.recipe.baseline.reruns
             while reruns > 0 and session.wants_rerun(payload):
@@ -209,8 +216,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 for _ in range(reps):
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
+                recorder.end_trial()
                 verdict, payload = session.judge(item, recorder)
         except BaseException:
+            recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder)
                 payload["verdict"] = "ERROR"

@@ -25,11 +25,13 @@ from pytest_hwbench import __version__
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.measure.samplers.metrics import is_resource_metric, pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
+from pytest_hwbench.verdict.bottleneck import attribute_result
 from pytest_hwbench.verdict.decide import TestVerdict
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
@@ -199,7 +201,7 @@ class HwbenchSession:
         metrics = recorder.results()
         slo_results: list[Any] = []
         baseline: dict[str, Any] | None = None
-        if not metrics:
+        if not any(not is_resource_metric(name) for name in metrics):
             verdict.fail(f"{item.name}: the test requested the hwbench fixture but recorded no metric "
                          "(call hwbench.record(...) or use hwbench.timer(...))")
         try:
@@ -214,8 +216,14 @@ class HwbenchSession:
                 if not res.passed:
                     verdict.fail(res.message)
             baseline = self._judge_baseline(item, metrics, verdict, self.environment(service_facts))
+        resources = resources_payload(recorder.monitor)
+        bottleneck = attribute_result({"resources": resources, "extra": plain(recorder.extra),
+                                       "metrics": {n: m.to_dict() for n, m in metrics.items()}})
+        if verdict.verdict == "FAIL":
+            verdict.failures.append(bottleneck.line())
         payload = {
             "test_id": item.nodeid, "name": item.name, "params": self.params_of(item),
+            "resources": resources, "bottleneck": bottleneck.to_dict(),
             "trials": recorder.trial_count,
             "metrics": {name: m.to_dict() for name, m in metrics.items()},
             "slo": [r.to_dict() for r in slo_results], "baseline": baseline,
@@ -279,6 +287,7 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Take one test's payload from its call report: keep it, append it, write its raw samples."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
+        samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome
         payload["duration_s"] = report.duration
         payload = redact(payload, self.recipe.secret_values)

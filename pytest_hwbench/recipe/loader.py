@@ -19,7 +19,14 @@ import yaml
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.interpolate import interpolate_tree
-from pytest_hwbench.recipe.model import BaselinePolicy, MetricPolicy, MlflowSettings, Recipe, ServiceSpec
+from pytest_hwbench.recipe.model import (
+    BaselinePolicy,
+    MetricPolicy,
+    MlflowSettings,
+    Recipe,
+    ResourceSettings,
+    ServiceSpec,
+)
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
 
 DEFAULT_SOURCE = "<embedded default>"
@@ -147,6 +154,8 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
         kwargs["services"] = services
     if "mlflow" in clean:
         kwargs["mlflow"] = MlflowSettings(**clean["mlflow"])
+    if "resources" in clean:
+        kwargs["resources"] = ResourceSettings(**clean["resources"])
     return Recipe(
         path=source,
         name=clean.get("name") or Path(source).stem,

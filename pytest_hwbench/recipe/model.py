@@ -73,6 +73,15 @@ class MlflowSettings:
 
 
 @dataclass(frozen=True)
+class ResourceSettings:
+    """Resource sampling during measured trials (``measure.samplers``): on/off, tick interval, GPUs."""
+
+    enabled: bool = True
+    interval_ms: int = 200
+    gpu: bool = True
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A loaded, interpolated and validated recipe."""
 
@@ -89,6 +98,7 @@ class Recipe:
     baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    resources: ResourceSettings = field(default_factory=ResourceSettings)
     settings: dict[str, Any] = field(default_factory=dict)
     secret_values: frozenset[str] = frozenset()
 

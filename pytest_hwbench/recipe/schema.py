@@ -463,6 +463,8 @@ MLFLOW: Final = Record({
     "enabled": Bool(),
 })
 
+RESOURCES: Final = Record({"enabled": Bool(), "interval_ms": Int(min=50), "gpu": Bool()})
+
 RECIPE: Final = Record({
     "version": Enum((1,), base=Int(), fix="this pytest-hwbench reads recipe format version 1"),
     "name": Str(nonempty=True),
@@ -479,6 +481,7 @@ RECIPE: Final = Record({
     "baseline": BASELINE,
     "services": MapOf(SERVICE, what="a mapping of service name to {kind, backend, ...}"),
     "mlflow": MLFLOW,
+    "resources": RESOURCES,
     "settings": MapOf(Json(), what="a mapping of setting name to value"),
 }, what="a mapping")
 

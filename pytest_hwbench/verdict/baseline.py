@@ -496,6 +496,12 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
                  current_env: Mapping[str, Any]) -> TestBaselineVerdict:
     """Compare every metric of one test with its baseline entry, with per-metric tolerance and
     inconclusive policy from ``policy``; metrics are listed in name order (recorded, then missing)."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
+    def gated(name: str) -> bool:  # resource metrics are evidence; compared only when the recipe lists them
+        return not is_resource_metric(name) or name in policy.metrics
+
+    current = {name: result for name, result in current.items() if gated(name)}
     verdicts: list[MetricVerdict] = []
     for name in sorted(current):
         result = current[name]
@@ -511,7 +517,7 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
             continue
         verdicts.append(compare_metric(result, stored.trial_values, result.better, tol, policy.confidence,
                                        policy.stale_factor, inconclusive=incon, baseline_unit=stored.unit))
-    for name in sorted(set(entry.metrics) - set(current)):
+    for name in sorted(n for n in set(entry.metrics) - set(current) if gated(n)):
         stored = entry.metrics[name]
         verdicts.append(MetricVerdict(
             metric=name, status=MISSING_METRIC, ratio=None, ci_low=None, ci_high=None,
