@@ -219,7 +219,11 @@ class HwbenchSession:
         resources = resources_payload(recorder.monitor)
         bottleneck = attribute_result({"resources": resources, "extra": plain(recorder.extra),
                                        "metrics": {n: m.to_dict() for n, m in metrics.items()}})
-        if verdict.verdict == "FAIL":
+        if bottleneck.fails_test:  # a client-bound measurement is never a PASS (DESIGN.md, Verdicts)
+            verdict.fail(f"{item.name}: measurement invalid: {bottleneck.line()}")
+        elif not bottleneck.valid:
+            verdict.warn(f"{item.name}: measurement invalid: {bottleneck.line()}")
+        elif verdict.verdict == "FAIL":
             verdict.failures.append(bottleneck.line())
         payload = {
             "test_id": item.nodeid, "name": item.name, "params": self.params_of(item),

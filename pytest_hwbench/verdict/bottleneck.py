@@ -3,32 +3,41 @@
 Why a hypothesis and not a verdict: resource figures show what was saturated, not what would have helped;
 the attribution names the most likely cause, the numbers that support it, and what to try next. It never
 changes a test's outcome, with one exception that the design requires: a **client-bound** measurement is
-invalid (it measured the load generator), which the load engine's self-check already fails.
+invalid (it measured the load generator) and fails the test.
 
 Rules, in order (the first that holds is the cause; the others that hold are listed as "also"):
 
 ============================  ==========================================================================
 cause                         evidence that triggers it
 ============================  ==========================================================================
-client-bound (invalid)        the load engine's self-check flagged the client, or a load-generator thread
-                              demanded >= 90 % of a core (on a CPU or waiting for one) while a service was
-                              being measured
+client-bound (invalid)        a load-generator thread demanded (median tick) >= 95 % of a core (on a CPU or waiting for
+                              one) while a service was measured, or the load engine's self-check flagged
+                              the client and no server resource below was saturated (if one was, the
+                              client's lag is its side effect on a shared machine and is listed as
+                              evidence). A saturated load-generator thread fails the test (a client-bound
+                              measurement is never a PASS); the engine's own flag is judged by the engine
+                              under its ``self_check: fail | warn`` setting
 memory pressure               swapping (>= 1 MB/s in or out), memory PSI >= 10 %, an OOM kill in the
                               container, host memory >= 95 % used, or the service's RSS grew by
                               >= 64 MB and >= 20 % during the measured windows
-storage-bound                 the busiest disk busy >= 80 % of the time, I/O PSI >= 30 %, or iowait >= 20 %
+storage-bound                 the busiest disk busy >= 80 % of the time or >= 4 requests in flight on average
+                              (fast SSDs serve many at once, so "busy" alone says little), I/O PSI >= 30 %,
+                              or iowait >= 20 %
 GPU-bound                     the busiest GPU executing kernels >= 90 % of the time
-server CPU-bound              a service thread demanded >= 90 % of a core, the service used >= 90 % of the
+server CPU-bound              a service thread demanded (median tick) >= 90 % of a core, the service used >= 90 % of the
                               cores it may use (CPU count or container quota), or its container was
                               throttled by its CPU quota >= 10 % of the time
 queueing / overload           errors >= 1 % of requests, an open loop achieving < 95 % of its offered
-                              rate, or (in a sweep, past the knee) throughput flat while p99 rose >= 1.5x
+                              rate, or (in a sweep, past the knee) throughput flat or falling (at most
+                              10 % above the knee point's) while p99 rose >= 1.5x
 no resource saturated         none of the above: the limit is in the server's configuration
 ============================  ==========================================================================
 
 Thresholds are deliberately high: on a shared machine a resource at 70 % is busy, not the bottleneck, and an
 attribution that names a resource which was not saturated sends the engineer the wrong way. Statistics are
-over every measured tick of the test (``mean`` for utilisations, as a short spike is not a bottleneck).
+over every measured tick of the test: ``mean`` for utilisations (a short spike is not a bottleneck), the
+median tick for a thread's CPU demand (saturated in at least half of the ticks: a thread that waits now and
+then for a starved peer on a shared machine is still the limit).
 """
 
 from __future__ import annotations
@@ -50,10 +59,12 @@ NONE = "no resource saturated"
 NOT_SAMPLED = "not sampled"
 
 THREAD_SATURATED_PCT = 90.0
+CLIENT_THREAD_SATURATED_PCT = 95.0  # stricter: this one invalidates the measurement
 CORES_SATURATED_FRACTION = 0.90
 THROTTLED_PCT = 10.0
 GPU_SATURATED_PCT = 90.0
 DISK_BUSY_PCT = 80.0
+DISK_QUEUE = 4.0
 PSI_IO_PCT = 30.0
 IOWAIT_PCT = 20.0
 PSI_MEMORY_PCT = 10.0
@@ -97,6 +108,9 @@ class Attribution:
     next_action: str = ""
     valid: bool = True
     also: list[str] = field(default_factory=list)
+    #: True when the plugin must fail the test for it: an invalid measurement that the load engine has not
+    #: already judged (its self-check applies its own ``self_check: fail | warn`` policy).
+    fails_test: bool = False
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -116,11 +130,13 @@ class Attribution:
     def from_dict(cls, data: Mapping[str, Any]) -> Attribution:
         return cls(cause=str(data.get("cause", NONE)), evidence=list(data.get("evidence") or []),
                    next_action=str(data.get("next_action", "")), valid=bool(data.get("valid", True)),
-                   also=list(data.get("also") or []))
+                   also=list(data.get("also") or []), fails_test=bool(data.get("fails_test", False)))
 
 
 @dataclass(frozen=True)
 class TestFacts:
+    __test__ = False  # not a pytest test class
+
     """What a test's own measurements say, besides resources (filled from its result by :func:`facts_of`)."""
 
     has_service: bool = False
@@ -142,9 +158,9 @@ def _ge(value: float | None, bound: float) -> bool:
 
 def _client(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> list[str]:
     ev = [f"load engine self-check: {r}" for r in facts.client_bound_reasons]
-    hot = _stat(series, "loadgen_hot_thread_pct")
-    if facts.has_service and _ge(hot, THREAD_SATURATED_PCT):
-        oncpu = _stat(series, "loadgen_hot_thread_oncpu_pct")
+    hot = _stat(series, "loadgen_hot_thread_pct", "p50")
+    if facts.has_service and _ge(hot, CLIENT_THREAD_SATURATED_PCT):
+        oncpu = _stat(series, "loadgen_hot_thread_oncpu_pct", "p50")
         ev.append(f"load generator's busiest thread demanded {hot:.0f}% of a core"
                   + (f" ({oncpu:.0f}% on a CPU, the rest waiting for one)" if oncpu is not None else ""))
     return ev
@@ -181,9 +197,12 @@ def _memory(series: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _storage(series: Mapping[str, Mapping[str, Any]]) -> list[str]:
     ev = []
     busy, queue = _stat(series, "disk_busy_pct"), _stat(series, "disk_queue")
-    if _ge(busy, DISK_BUSY_PCT):
-        ev.append(f"busiest disk busy {busy:.0f}% of the time"
+    if _ge(busy, DISK_BUSY_PCT) or _ge(queue, DISK_QUEUE):
+        ev.append(f"busiest disk busy {busy or 0:.0f}% of the time"
                   + (f", {queue:.1f} requests in flight on average" if queue is not None else ""))
+        read, write = _stat(series, "disk_read_mb_s"), _stat(series, "disk_write_mb_s")
+        if read is not None and write is not None:
+            ev.append(f"disk read {read:.0f} MB/s, write {write:.0f} MB/s")
     psi = _stat(series, "psi_io_pct")
     if _ge(psi, PSI_IO_PCT):
         ev.append(f"tasks stalled on I/O {psi:.0f}% of the time (PSI)")
@@ -212,9 +231,9 @@ def _gpu(series: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _cpu(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> tuple[str, list[str]]:
     prefix = "service" if facts.has_service else "loadgen"
     ev = []
-    hot = _stat(series, f"{prefix}_hot_thread_pct")
+    hot = _stat(series, f"{prefix}_hot_thread_pct", "p50")
     if _ge(hot, THREAD_SATURATED_PCT):
-        oncpu = _stat(series, f"{prefix}_hot_thread_oncpu_pct")
+        oncpu = _stat(series, f"{prefix}_hot_thread_oncpu_pct", "p50")
         who = "the server's busiest thread" if facts.has_service else "the benchmark's busiest thread"
         ev.append(f"{who} demanded {hot:.0f}% of a core"
                   + (f" ({oncpu:.0f}% on a CPU, {hot - oncpu:.0f}% waiting for one)" if oncpu is not None else ""))
@@ -248,15 +267,21 @@ def attribute(series: Mapping[str, Mapping[str, Any]] | None, facts: TestFacts,
     if not series:
         return Attribution(NOT_SAMPLED, next_action=_NEXT[NOT_SAMPLED])
     found: list[tuple[str, list[str]]] = []
-    client = _client(series, facts)
-    if client:
-        found.append((CLIENT_BOUND, client))
     for cause, ev in ((MEMORY, _memory(series)), (STORAGE, _storage(series)), (GPU, _gpu(series))):
         if ev:
             found.append((cause, ev))
     cpu_cause, cpu_ev = _cpu(series, facts)
     if cpu_ev:
         found.append((cpu_cause, cpu_ev))
+    client = _client(series, facts)
+    own_thread_saturated = facts.has_service and _ge(_stat(series, "loadgen_hot_thread_pct", "p50"),
+                                                     CLIENT_THREAD_SATURATED_PCT)
+    if client and found and not own_thread_saturated:
+        # The engine saw its loop lag, but its own thread was not saturated and a server resource was: the
+        # lag is the side effect of that shortage (client and server share the machine), not the limit.
+        found[0][1].append("client lag is a side effect: " + "; ".join(client))
+    elif client:
+        found.insert(0, (CLIENT_BOUND, client))
     queue_ev = _queueing(facts) + list(extra_queueing)
     if queue_ev:
         if found:  # queueing is then the symptom of the saturated resource: keep it as evidence
@@ -267,7 +292,7 @@ def attribute(series: Mapping[str, Mapping[str, Any]] | None, facts: TestFacts,
         return Attribution(NONE, evidence=_quiet_evidence(series, facts), next_action=_NEXT[NONE])
     cause, evidence = found[0]
     return Attribution(cause, evidence=evidence, next_action=_NEXT[cause], valid=cause != CLIENT_BOUND,
-                       also=[c for c, _ in found[1:]])
+                       also=[c for c, _ in found[1:]], fails_test=cause == CLIENT_BOUND and own_thread_saturated)
 
 
 def _quiet_evidence(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> list[str]:
@@ -311,8 +336,8 @@ def attribute_result(result: Mapping[str, Any]) -> Attribution:
 
 def attribute_sweep(loads: Sequence[float], results: Sequence[Mapping[str, Any]], *, throughput: str,
                     latency: str | None, knee_load: float | None) -> list[dict[str, Any]]:
-    """Per sweep point: its own attribution, plus the sweep's queueing evidence past the knee (throughput
-    within 10 % of the knee point's while the latency p99 rose >= 1.5x)."""
+    """Per sweep point: its own attribution, plus the sweep's queueing evidence past the knee (throughput at
+    most 10 % above the knee point's, i.e. flat or falling, while the latency p99 rose >= 1.5x)."""
     def stat(r: Mapping[str, Any], metric: str, key: str) -> float | None:
         value = (((r.get("metrics") or {}).get(metric) or {}).get("summary") or {}).get(key)
         return float(value) if isinstance(value, (int, float)) else None
@@ -330,7 +355,7 @@ def attribute_sweep(loads: Sequence[float], results: Sequence[Mapping[str, Any]]
             t_ref, t_here = stat(results[ref], throughput, "p50"), stat(r, throughput, "p50")
             l_ref = stat(results[ref], lat_metric, lat_stat or "p99") if latency else None
             l_here = stat(r, lat_metric, lat_stat or "p99") if latency else None
-            if (t_ref and t_here is not None and abs(t_here - t_ref) <= FLAT_THROUGHPUT * t_ref and l_ref
+            if (t_ref and t_here is not None and t_here <= (1 + FLAT_THROUGHPUT) * t_ref and l_ref
                     and l_here is not None and l_here >= P99_RISE * l_ref):
                 extra.append(f"past the knee: {throughput} flat ({t_here:.3g} vs {t_ref:.3g} at load "
                              f"{loads[ref]:g}) while {latency} rose {l_ref:.3g} -> {l_here:.3g}")

@@ -78,7 +78,7 @@ def trial_metrics(timeline: Timeline) -> list[tuple[ResourceMetric, np.ndarray]]
 
 
 def summarize_series(timelines: list[Timeline]) -> dict[str, dict[str, float | None]]:
-    """Per series over every measured tick of the test: mean, p95, min, max, first, last and the slope
+    """Per series over every measured tick of the test: mean, p50, p95, min, max, first, last and the slope
     (units per second, least squares over time), which is how memory growth shows."""
     out: dict[str, dict[str, float | None]] = {}
     names = sorted({n for tl in timelines for n in tl.series if not _PER_UNIT.match(n)})
@@ -96,7 +96,8 @@ def summarize_series(timelines: list[Timeline]) -> dict[str, dict[str, float | N
         slope = None
         if len(vs) >= 3 and max(ts) - min(ts) > 0:
             slope = float(np.polyfit(np.asarray(ts), arr, 1)[0])
-        out[name] = {"mean": float(arr.mean()), "p95": float(np.percentile(arr, 95)), "min": float(arr.min()),
+        out[name] = {"mean": float(arr.mean()), "p50": float(np.median(arr)), "p95": float(np.percentile(arr, 95)),
+                     "min": float(arr.min()),
                      "max": float(arr.max()), "first": vs[0], "last": vs[-1], "slope_per_s": slope,
                      "span_s": float(max(ts) - min(ts)), "n": len(vs)}
     return out
