@@ -3,6 +3,7 @@
 - ``hwbench recipes validate FILE...``   the same checks the plugin runs on ``--recipe``
 - ``hwbench testbed``                    the machine fingerprint and the testbed name baselines use
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
+- ``hwbench fleet``, ``hwbench mlflow upload``, ``hwbench dashboard``   team tools (``report/fleet_cli.py``)
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from pytest_hwbench.errors import HwbenchInputError
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -46,8 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     testbed.add_argument("--json", action="store_true")
     testbed.set_defaults(func=_testbed)
     sub.add_parser("reference-server", help="run the reference LLM server (see --help after the command)")
+    from pytest_hwbench.report import fleet_cli
+
+    fleet_cli.add_fleet_parser(sub)
+    fleet_cli.add_mlflow_parser(sub)
+    fleet_cli.add_dashboard_parser(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except HwbenchInputError as err:
+        print(f"hwbench {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

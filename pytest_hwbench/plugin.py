@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
+from pytest_hwbench.verdict.result import TestResult
 
 SESSION_KEY = pytest.StashKey[HwbenchSession]()
 RECORDER_KEY = pytest.StashKey[Recorder]()
@@ -45,8 +50,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hwbench-testbed", metavar="NAME",
                     help="testbed name keying baselines (default: recipe 'testbed', else derived from "
                          "CPU model, cores, memory and GPUs)")
+    group.addoption("--hwbench-host", metavar="NAME", default=os.environ.get("HWBENCH_HOST") or None,
+                    help="host name reported for this machine (default: $HWBENCH_HOST, else the hostname); "
+                         "for a box whose hostname is not unique in the fleet")
     group.addoption("--hwbench-save-baseline", action="store_true",
                     help="write/update baselines/<testbed>/ from this run instead of comparing")
+    group.addoption("--hwbench-force-baseline", action="store_true",
+                    help="with --hwbench-save-baseline: also save measurements flagged invalid (client-bound)")
     group.addoption("--hwbench-require-baseline", action="store_true",
                     help="fail tests that have no baseline (for CI gates)")
     group.addoption("--hwbench-baseline-dir", metavar="DIR", help="baseline root (default: recipe baseline.dir)")
@@ -56,8 +66,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-hwbench-mlflow", action="store_true", help="do not log to MLflow")
     group.addoption("--hwbench-allow-parallel", action="store_true",
                     help="let timed tests overlap under xdist (default: one timed test at a time)")
-    group.addoption("--hwbench-repetitions", type=int, metavar="N",
+    group.addoption("--hwbench-repetitions", type=positive_repetitions, metavar="N",
                     help="override the recipe's repetitions (measured trials per test)")
+    group.addoption("--hwbench-lenient", action="store_true",
+                    help="an SLO pattern matching no test or a sweep key matching no test argument is a "
+                         "warning instead of an error")
     parser.addini("hwbench_recipe", "default recipe path (relative to the ini file)", default="")
     parser.addini("hwbench_report_dir", "default report directory", default="")
     parser.addini("hwbench_mlflow", "MLflow tracking URI, or 'off'", default="")
@@ -171,6 +184,18 @@ class XdistControllerHooks:
         node.workerinput.update(self.session.services.workerinput(), hwbench_run_id=self.session.run_id)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before -k/-m deselect anything: marker keywords, SLO patterns and sweep keys that select nothing."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for text in check_collection(config, session.recipe, items):
+        if reporter is not None and not hasattr(config, "workerinput"):
+            reporter.write_line(f"pytest-hwbench: warning: {text}", yellow=True)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     session = get_session(item.config)
     for name in session.service_names(item):
@@ -193,63 +218,89 @@ def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Warm-up, then rounds of ``repetitions`` trials: after each round the verdict is judged, and while a
+    baseline comparison is INCONCLUSIVE another round runs, up to ``baseline.reruns`` extra rounds and
+    ``baseline.max_seconds`` (the FAIL boundary of each look accounts for the repeated looks). Saving a
+    baseline runs every round."""
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
+    from pytest_hwbench.measure.fingerprint import run_conditions
+
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
+    policy = session.recipe.baseline
     with _exclusive(item, session):
+        conditions = run_conditions()
         try:
             for i in range(warmup):
                 recorder.begin_trial(i, warmup=True)
                 item.runtest()
+            started = time.monotonic()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
                 item.runtest()
             recorder.begin_trial(reps - 1)
             result = yield
             recorder.end_trial()
-            verdict, payload = session.judge(item, recorder)
-            reruns = session.recipe.baseline.reruns
-            while reruns > 0 and session.wants_rerun(payload):
-                reruns -= 1
+            verdict, payload = session.judge(item, recorder, conditions, look=0)
+            # Saving a baseline spends the whole budget: a stored session is compared many times.
+            saving = session.options.save_baseline
+            for look in range(1, policy.reruns + 1):
+                if not (saving or session.wants_more_trials(verdict)):
+                    break
+                spent = time.monotonic() - started
+                if spent + spent / look > policy.max_seconds:
+                    break
                 for _ in range(reps):
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
                 recorder.end_trial()
-                verdict, payload = session.judge(item, recorder)
+                verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
             recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
-                _, payload = session.judge(item, recorder)
+                _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
     item.stash[PAYLOAD_STASH] = payload
-    item.user_properties.extend(junit_properties(payload))
+    item.user_properties.extend(junit_properties(verdict))
     if verdict.verdict == "FAIL":
         pytest.fail("\n".join(verdict.failures), pytrace=False)
     return result
 
 
-def junit_properties(payload: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Flat JUnit properties: verdict, baseline status and the key stats of each metric."""
-    props: list[tuple[str, Any]] = [("hwbench.verdict", payload["verdict"]),
-                                    ("hwbench.baseline", payload["baseline_status"])]
-    for name, metric in payload["metrics"].items():
-        summary = metric["summary"]
-        for stat in ("median", "p99", "mean", "count"):
-            value = summary.get("p50" if stat == "median" else stat)
-            if value is not None:
+def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
+    """Flat JUnit properties: verdict, baseline status, trials used, validity, the key stats of each
+    metric, and each compared metric's change against the baseline."""
+    props: list[tuple[str, Any]] = [("hwbench.verdict", result.verdict),
+                                    ("hwbench.baseline", result.baseline_status),
+                                    ("hwbench.trials", result.trials)]
+    if result.invalid:
+        props.append(("hwbench.invalid", "; ".join(result.invalid)))
+    for name, metric in result.metrics.items():
+        summary = metric.summary
+        for stat, value in (("median", summary.percentiles.get("p50")), ("p99", summary.percentiles.get("p99")),
+                            ("mean", summary.mean), ("count", summary.count)):
+            if value is not None and value == value:
                 props.append((f"hwbench.{name}.{stat}", value))
-        if metric.get("unit"):
-            props.append((f"hwbench.{name}.unit", metric["unit"]))
+        if metric.unit:
+            props.append((f"hwbench.{name}.unit", metric.unit))
+    if result.baseline is not None:
+        for comp in result.baseline.metrics:
+            props.append((f"hwbench.{comp.metric}.baseline", comp.status))
+            if comp.change is not None:
+                props.append((f"hwbench.{comp.metric}.change", round(comp.change, 6)))
+    for text in result.warnings:
+        props.append(("hwbench.warning", text))
     return props
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    redact_report(report)  # terminal and JUnit render from the report
     if call.when == "call":
         payload = item.stash.get(PAYLOAD_STASH, None)
         if payload is not None:
@@ -297,3 +348,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
+    if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
+        terminalreporter.write_line(hw.writer.error, red=True, bold=True)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never walk the report directory during collection (thousands of run files, nothing to collect)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and collection_path == session.options.report_dir:
+        return True
+    return None

@@ -40,11 +40,15 @@ class BaselinePolicy:
     dir: str = "baselines"
     tolerance: float = 0.05
     inconclusive: InconclusivePolicy = "warn"
-    reruns: int = 2
+    reruns: int = 5
     stale_factor: float = 2.0
     confidence: float = 0.95
     require: bool = False
     metrics: dict[str, MetricPolicy] = field(default_factory=dict)
+    # History and sequential trials (docs/verdicts.md says how the defaults were chosen).
+    sessions: int = 5                 # stored sessions kept per test
+    session_noise: float = 0.03       # prior SD of a whole session's shift, until the history measures it
+    max_seconds: float = 300.0        # time budget for the sequential rounds (``reruns`` is the round budget)
 
     def tolerance_for(self, metric: str) -> float:
         mp = self.metrics.get(metric)
@@ -70,6 +74,9 @@ class MlflowSettings:
     tracking_uri: str | None = None
     experiment: str = "hwbench"
     enabled: bool = True
+    #: how long the first answer of a tracking server may take, and how many more tries (with backoff)
+    probe_timeout_s: float = 3.0
+    probe_retries: int = 0
 
 
 @dataclass(frozen=True)

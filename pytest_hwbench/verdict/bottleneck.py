@@ -3,7 +3,7 @@
 Why a hypothesis and not a verdict: resource figures show what was saturated, not what would have helped;
 the attribution names the most likely cause, the numbers that support it, and what to try next. It never
 changes a test's outcome, with one exception that the design requires: a **client-bound** measurement is
-invalid (it measured the load generator) and fails the test.
+invalid (it measured the load generator), so the test's result lists it as invalid and it is never a PASS.
 
 Rules, in order (the first that holds is the cause; the others that hold are listed as "also"):
 
@@ -14,9 +14,8 @@ client-bound (invalid)        a load-generator thread demanded (median tick) >= 
                               one) while a service was measured, or the load engine's self-check flagged
                               the client and no server resource below was saturated (if one was, the
                               client's lag is its side effect on a shared machine and is listed as
-                              evidence). A saturated load-generator thread fails the test (a client-bound
-                              measurement is never a PASS); the engine's own flag is judged by the engine
-                              under its ``self_check: fail | warn`` setting
+                              evidence). The measurement is then invalid: never a PASS (``verdict.decide``
+                              makes it a WARN, and it is not saved as a baseline)
 memory pressure               swapping (>= 1 MB/s in or out), memory PSI >= 10 %, an OOM kill in the
                               container, host memory >= 95 % used, or the service's RSS grew by
                               >= 64 MB and >= 20 % during the measured windows
@@ -108,9 +107,6 @@ class Attribution:
     next_action: str = ""
     valid: bool = True
     also: list[str] = field(default_factory=list)
-    #: True when the plugin must fail the test for it: an invalid measurement that the load engine has not
-    #: already judged (its self-check applies its own ``self_check: fail | warn`` policy).
-    fails_test: bool = False
 
     def line(self) -> str:
         """One line for the terminal."""
@@ -130,7 +126,7 @@ class Attribution:
     def from_dict(cls, data: Mapping[str, Any]) -> Attribution:
         return cls(cause=str(data.get("cause", NONE)), evidence=list(data.get("evidence") or []),
                    next_action=str(data.get("next_action", "")), valid=bool(data.get("valid", True)),
-                   also=list(data.get("also") or []), fails_test=bool(data.get("fails_test", False)))
+                   also=list(data.get("also") or []))
 
 
 @dataclass(frozen=True)
@@ -292,7 +288,7 @@ def attribute(series: Mapping[str, Mapping[str, Any]] | None, facts: TestFacts,
         return Attribution(NONE, evidence=_quiet_evidence(series, facts), next_action=_NEXT[NONE])
     cause, evidence = found[0]
     return Attribution(cause, evidence=evidence, next_action=_NEXT[cause], valid=cause != CLIENT_BOUND,
-                       also=[c for c, _ in found[1:]], fails_test=cause == CLIENT_BOUND and own_thread_saturated)
+                       also=[c for c, _ in found[1:]])
 
 
 def _quiet_evidence(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> list[str]:
