@@ -131,15 +131,14 @@ def test_sweep_points_past_the_knee_get_queueing_evidence() -> None:
 
 
 # -- controlled cases, through the plugin against the reference server ----------------------------------------
-def _recipe(service: str, sweep: str, llm: str) -> str:
+def _recipe(service: str, sweep: str | None, llm: str) -> str:
+    sweep_text = f"sweep:\n  concurrency: {sweep}\n" if sweep else ""
     return f"""version: 1
 repetitions: 1
 resources: {{interval_ms: 100}}
 services:
   llm: {{kind: reference, backend: process, seed: 0, {service}}}
-sweep:
-  concurrency: {sweep}
-settings:
+{sweep_text}settings:
   llm: {{api: completions, prompt_tokens: 16, output_tokens: 16, warmup_requests: 1, {llm}}}
 """
 
@@ -219,7 +218,7 @@ def test_slow_client(hwbench, hwbench_endpoint):
 
 
 def test_slow_client_is_flagged_invalid_and_never_passes(pytester: pytest.Pytester) -> None:
-    recipe = _recipe("ttft_ms: 5", "[1]", "requests_per_user: 1")
+    recipe = _recipe("ttft_ms: 5", None, "requests_per_user: 1")
     res, results = _run(pytester, recipe, bench=SLOW_CLIENT)
     (test,) = results["tests"]
     assert test["bottleneck"]["cause"] == CLIENT_BOUND, (test["bottleneck"], test["resources"]["series"])

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pytest_hwbench.measure.gpu import gpu_skip_reason
@@ -21,6 +20,7 @@ from pytest_hwbench.measure.samplers.metrics import summarize_series, timeline_a
 from pytest_hwbench.measure.samplers.nvml import NvmlSource, nvml_source, throttle_names
 from pytest_hwbench.measure.samplers.proc import ProcessTreeSource
 from pytest_hwbench.recipe.loader import load_recipe_text
+from pytest_hwbench.report.files import read_samples
 from tests.fake_nvml import FakeGpu, fake_pynvml
 
 BURN = "import time\nwhile True:\n    pass\n"
@@ -249,10 +249,9 @@ def test_a_run_records_resource_metrics_and_timelines_with_the_raw_samples(pytes
     assert test["slo"][0]["metric"] == "host_mem_used_pct" and test["slo"][0]["passed"]
     assert test["resources"]["ticks"] >= 4 and "timelines" not in test["resources"]
     assert test["bottleneck"]["cause"] in ("no resource saturated", "CPU-bound", "storage-bound", "memory pressure")
-    (npz,) = (run / "samples").glob("*.npz")
-    with np.load(npz) as data:
-        assert set(data["resource.trial"].tolist()) == {0.0, 1.0}  # two measured trials, no warm-up
-        assert data["resource.host_cpu_util"].size == data["resource.t_s"].size
+    data = read_samples(run)[test["test_id"]]  # timelines are stored with the test's raw samples
+    assert set(data["resource.trial"].tolist()) == {0.0, 1.0}  # two measured trials, no warm-up
+    assert data["resource.host_cpu_util"].size == data["resource.t_s"].size
     out = res.stdout.str()
     assert "host_mem_used_pct" in out and "host_cpu_util" not in out  # only SLO-named resource rows shown
 
