@@ -4,10 +4,13 @@ sampling thread's measured windows, and the metrics and raw samples a test run g
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +22,11 @@ from pytest_hwbench.measure.samplers.host import HostSource
 from pytest_hwbench.measure.samplers.metrics import summarize_series, timeline_arrays, trial_metrics
 from pytest_hwbench.measure.samplers.nvml import NvmlSource, nvml_source, throttle_names
 from pytest_hwbench.measure.samplers.proc import ProcessTreeSource
+from pytest_hwbench.measure.samplers.targets import service_pid
 from pytest_hwbench.recipe.loader import load_recipe_text
 from pytest_hwbench.report.files import read_samples
 from tests.fake_nvml import FakeGpu, fake_pynvml
+from tests.service_helpers import need_redis_image, spec
 
 BURN = "import time\nwhile True:\n    pass\n"
 
@@ -98,7 +103,7 @@ def test_a_cpu_burning_service_thread_shows_full_demand(burner: subprocess.Popen
 
 def test_load_generator_excludes_services_and_the_sampler(burner: subprocess.Popen[bytes]) -> None:
     """This process is the parent of the burning child: the load generator's figures must not include it."""
-    src = ProcessTreeSource(__import__("os").getpid(), "loadgen", exclude_pids=lambda: {burner.pid})
+    src = ProcessTreeSource(os.getpid(), "loadgen", exclude_pids=lambda: {burner.pid})
     src.prime()
     time.sleep(0.5)
     values = src.sample()
@@ -106,8 +111,8 @@ def test_load_generator_excludes_services_and_the_sampler(burner: subprocess.Pop
 
 
 def test_cgroup_of_this_process_reads_or_says_why() -> None:
-    dirs = cgroup_dirs(__import__("os").getpid())
-    src = CgroupSource(__import__("os").getpid())
+    dirs = cgroup_dirs(os.getpid())
+    src = CgroupSource(os.getpid())
     if not src.available:
         assert dirs == {}
         return
@@ -265,3 +270,57 @@ def test_resources_disabled_records_none(pytester: pytest.Pytester) -> None:
     (test,) = json.loads((run / "results.json").read_text())["tests"]
     assert set(test["metrics"]) == {"work_s"} and test["resources"] is None
     assert test["bottleneck"]["cause"] == "not sampled"
+
+
+# -- real services: a process service and a container, found by their pids -----------------------------------
+@pytest.fixture
+def services(tmp_path: Path) -> Any:
+    from pytest_hwbench.services import ServiceSet
+
+    run_id = f"r{os.getpid()}-{time.monotonic_ns() % 10**8}"
+    with ServiceSet(log_dir=tmp_path / "logs", state_dir=tmp_path / "state", run_id=run_id,
+                    handle_signals=False) as s:
+        yield s
+
+
+def test_process_service_is_found_and_sampled(services: Any) -> None:
+    svc = services.start(spec("reference", "process", name="llm", ttft_ms=5))
+    found = service_pid(svc)
+    assert found == {"pid": svc.info["pid"], "container": False}
+    mon = ResourceMonitor(interval_s=0.05, targets=lambda: [Target("llm", found["pid"])], gpu=False)
+    mon.begin_trial()
+    time.sleep(0.3)
+    tl = mon.end_trial()
+    mon.close()
+    assert tl is not None and max(tl.values("service_rss_mb")) > 10  # a Python interpreter with aiohttp
+
+
+def test_external_service_on_this_host_is_found_by_its_listening_port() -> None:
+    from pytest_hwbench.reference_server import ReferenceServerProcess
+    from pytest_hwbench.services.base import Endpoint
+
+    with ReferenceServerProcess() as srv:
+        port = int((srv.base_url or "").rsplit(":", 1)[1])
+        handle = types.SimpleNamespace(backend="external", info={},
+                                       endpoint=Endpoint(host="127.0.0.1", port=port, url=srv.base_url or ""))
+        assert service_pid(handle) == {"pid": srv._proc.pid, "container": False}  # type: ignore[union-attr]
+
+
+def test_container_is_sampled_from_its_cgroup(services: Any) -> None:
+    image = need_redis_image()
+    svc = services.start(spec("redis", "docker", name="cache", image=image, pull="never"))
+    found = service_pid(svc)
+    assert found is not None and found["container"] is True
+    src = CgroupSource(found["pid"])
+    assert src.available, f"cgroup of container pid {found['pid']} not readable: {cgroup_dirs(found['pid'])}"
+    src.prime()
+    time.sleep(0.2)
+    values = src.sample()
+    assert values["container_mem_mb"] > 0 and values["container_cpu_util"] >= 0
+    mon = ResourceMonitor(interval_s=0.05, targets=lambda: [Target("cache", found["pid"], container=True)],
+                          gpu=False)
+    mon.begin_trial()
+    time.sleep(0.3)
+    tl = mon.end_trial()
+    mon.close()
+    assert tl is not None and tl.values("container_mem_mb") and tl.values("service_rss_mb")
