@@ -128,15 +128,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Recorder:
+def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    from pytest_hwbench.measure.samplers.monitor import monitor_for
+
     session = get_session(request.config)
     item = request.node
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
+    recorder.monitor = monitor_for(session.recipe.resources,
+                                   lambda: session.services.sampling_pids(session.service_names(item)))
     item.stash[RECORDER_KEY] = recorder
-    return recorder
+    yield recorder
+    if recorder.monitor is not None:
+        recorder.monitor.close()
 
 
 @pytest.fixture(scope="session")
@@ -262,6 +268,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             recorder.begin_trial(reps - 1)
             result = yield
             conditions["load_other"] = meter.external_fraction()
+            recorder.end_trial()
             verdict, payload = session.judge(item, recorder, conditions, look=0)
             # Saving a baseline spends the whole budget: a stored session is compared many times.
             saving = session.options.save_baseline
@@ -275,8 +282,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
                 conditions["load_other"] = meter.external_fraction()
+                recorder.end_trial()
                 verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
+            recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"
