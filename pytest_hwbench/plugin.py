@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -22,8 +23,11 @@ from typing import Any
 
 import pytest
 
+from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.outcomes import error_payload, service_death, uses_hwbench
+from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
 from pytest_hwbench.verdict.result import TestResult
@@ -47,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hwbench-testbed", metavar="NAME",
                     help="testbed name keying baselines (default: recipe 'testbed', else derived from "
                          "CPU model, cores, memory and GPUs)")
+    group.addoption("--hwbench-host", metavar="NAME", default=os.environ.get("HWBENCH_HOST") or None,
+                    help="host name reported for this machine (default: $HWBENCH_HOST, else the hostname); "
+                         "for a box whose hostname is not unique in the fleet")
     group.addoption("--hwbench-save-baseline", action="store_true",
                     help="write/update baselines/<testbed>/ from this run instead of comparing")
     group.addoption("--hwbench-force-baseline", action="store_true",
@@ -60,8 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-hwbench-mlflow", action="store_true", help="do not log to MLflow")
     group.addoption("--hwbench-allow-parallel", action="store_true",
                     help="let timed tests overlap under xdist (default: one timed test at a time)")
-    group.addoption("--hwbench-repetitions", type=int, metavar="N",
+    group.addoption("--hwbench-repetitions", type=positive_repetitions, metavar="N",
                     help="override the recipe's repetitions (measured trials per test)")
+    group.addoption("--hwbench-lenient", action="store_true",
+                    help="an SLO pattern matching no test or a sweep key matching no test argument is a "
+                         "warning instead of an error")
     parser.addini("hwbench_recipe", "default recipe path (relative to the ini file)", default="")
     parser.addini("hwbench_report_dir", "default report directory", default="")
     parser.addini("hwbench_mlflow", "MLflow tracking URI, or 'off'", default="")
@@ -81,6 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistControllerHooks(session), "hwbench-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):  # pytest-benchmark's tests get hwbench verdicts too
+        from pytest_hwbench.measure.pytest_benchmark_compat import BenchmarkFixtureBridge
+
+        config.pluginmanager.register(BenchmarkFixtureBridge(session, RECORDER_KEY, _judged),
+                                      "hwbench-pytest-benchmark")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -113,15 +128,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Recorder:
+def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    from pytest_hwbench.measure.samplers.monitor import monitor_for
+
     session = get_session(request.config)
     item = request.node
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
+    recorder.monitor = monitor_for(session.recipe.resources,
+                                   lambda: session.services.sampling_pids(session.service_names(item)))
     item.stash[RECORDER_KEY] = recorder
-    return recorder
+    yield recorder
+    if recorder.monitor is not None:
+        recorder.monitor.close()
 
 
 @pytest.fixture(scope="session")
@@ -169,6 +190,18 @@ class XdistControllerHooks:
         node.workerinput.update(self.session.services.workerinput(), hwbench_run_id=self.session.run_id)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before -k/-m deselect anything: marker keywords, SLO patterns and sweep keys that select nothing."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for text in check_collection(config, session.recipe, items):
+        if reporter is not None and not hasattr(config, "workerinput"):
+            reporter.write_line(f"pytest-hwbench: warning: {text}", yellow=True)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     session = get_session(item.config)
     for name in session.service_names(item):
@@ -177,16 +210,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @contextlib.contextmanager
 def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
-    """One timed test at a time across xdist workers, unless --hwbench-allow-parallel."""
+    """One hwbench test at a time across xdist workers, unless --hwbench-allow-parallel. Held for the whole
+    protocol (set-up, call, teardown), so one worker's seeding, warm-up and cleanup of a shared service
+    neither overlap the other's timed window nor look like foreign data to its set-up."""
     workerinput = getattr(item.config, "workerinput", None)
-    if workerinput is None or session.options.allow_parallel:
+    if workerinput is None or session.options.allow_parallel or item.stash.get(LOCK_HELD, False):
         yield
         return
     from filelock import FileLock
 
     lock_path = Path(tempfile.gettempdir(), f"hwbench-{workerinput['testrunuid']}.lock")
     with FileLock(str(lock_path)):
-        yield
+        item.stash[LOCK_HELD] = True
+        try:
+            yield
+        finally:
+            item.stash[LOCK_HELD] = False
+
+
+LOCK_HELD = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None or not uses_hwbench(item):
+        return (yield)
+    with _exclusive(item, session):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -217,6 +268,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             recorder.begin_trial(reps - 1)
             result = yield
             conditions["load_other"] = meter.external_fraction()
+            recorder.end_trial()
             verdict, payload = session.judge(item, recorder, conditions, look=0)
             # Saving a baseline spends the whole budget: a stored session is compared many times.
             saving = session.options.save_baseline
@@ -230,18 +282,25 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
                 conditions["load_other"] = meter.external_fraction()
+                recorder.end_trial()
                 verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
+            recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
+    _judged(item, verdict, payload)
+    return result
+
+
+def _judged(item: pytest.Item, verdict: TestResult, payload: dict) -> None:
+    """Hand a judged test's payload to its report, add its JUnit properties, and fail it on a FAIL."""
     item.stash[PAYLOAD_STASH] = payload
     item.user_properties.extend(junit_properties(verdict))
     if verdict.verdict == "FAIL":
         pytest.fail("\n".join(verdict.failures), pytrace=False)
-    return result
 
 
 def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
@@ -273,10 +332,20 @@ def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if call.when == "call":
-        payload = item.stash.get(PAYLOAD_STASH, None)
-        if payload is not None:
-            report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
+    payload = item.stash.get(PAYLOAD_STASH, None) if call.when == "call" else None
+    session = item.config.stash.get(SESSION_KEY, None)
+    if payload is not None and session is not None:  # a service that died during the measurement voids it
+        death = service_death(session.services, session.service_names(item))
+        if death:
+            payload["verdict"] = "ERROR"
+            payload["failures"] = [death, *payload.get("failures", [])]
+            report.outcome = "failed"
+            report.longrepr = death if report.longrepr is None else f"{death}\n{report.longrepr}"
+    elif report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
+        payload = error_payload(item, report, session.params_of(item))
+    if payload is not None:
+        report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
+    redact_report(report)  # terminal and JUnit render from the report
     return report
 
 
@@ -289,17 +358,17 @@ class ControllerHooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
-        if report.when == "call":
-            for i, (key, value) in enumerate(report.user_properties):
-                if key == PAYLOAD_KEY:
-                    del report.user_properties[i]
-                    payload = json.loads(value)
-                    self.session.add_result(payload, report)
-                    self.config.hook.pytest_hwbench_result(
-                        config=self.config, result=self.session.results[payload["test_id"]])
-                    break
-        elif report.skipped and report.when == "setup" and "hwbench" in report.keywords:
-            self.session.add_skip(report)
+        for i, (key, value) in enumerate(report.user_properties):
+            if key == PAYLOAD_KEY:
+                del report.user_properties[i]
+                payload = json.loads(value)
+                self.session.add_result(payload, report)
+                self.config.hook.pytest_hwbench_result(
+                    config=self.config, result=self.session.results[payload["test_id"]])
+                break
+        else:
+            if report.skipped and report.when == "setup" and "hwbench" in report.keywords:
+                self.session.add_skip(report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -320,3 +389,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
+    if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
+        terminalreporter.write_line(hw.writer.error, red=True, bold=True)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never walk the report directory during collection (thousands of run files, nothing to collect)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and collection_path == session.options.report_dir:
+        return True
+    return None

@@ -23,7 +23,14 @@ from typing import Any
 import psutil
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
-from pytest_hwbench.services.base import ServiceStartError, StartContext, hint_for, now_s
+from pytest_hwbench.report.redact import mask_argv
+from pytest_hwbench.services.base import (
+    ServiceStartError,
+    StartContext,
+    hint_for,
+    now_s,
+    restore_default_signals,
+)
 from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
 from pytest_hwbench.services.probes import Probe
 from pytest_hwbench.services.running import RunningService, wait_ready
@@ -100,7 +107,7 @@ def start_process(kind: ServiceKind, *, name: str, settings: dict[str, Any], run
         raise ServiceUnavailable(
             f"service {name!r}: the {kind.name} binary {wanted!r} was not found "
             f"({'not an executable file' if wanted and os.sep in str(wanted) else 'not on PATH'}); "
-            f"install it, or set services.{name}.binary to its path")
+            f"{kind.install_hint or 'install it'}, or set services.{name}.binary to its path")
     fixed_port = settings.get("port")
     if fixed_port is not None and not isinstance(fixed_port, int):
         raise HwbenchInputError(f"port must be an integer, got {fixed_port!r}", file=source,
@@ -160,6 +167,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
                ENV_RUN_ID: run_id, ENV_SERVICE: name}
         if run_as is not None:
             env.update(HOME=run_as.pw_dir, USER=run_as.pw_name, LOGNAME=run_as.pw_name)
+        shown_argv = mask_argv(argv)  # what logs, pid records and reports get
         probe = _probe(kind, ctx, settings, source)
         timeout = float(settings.get("startup_timeout") or kind.startup_timeout)
 
@@ -170,7 +178,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         version_thread.start()
         t_launch = now_s()
         with open(log_path, "ab") as log:
-            log.write(f"[hwbench] starting {name} ({kind.name}): {' '.join(argv)}\n".encode())
+            log.write(f"[hwbench] starting {name} ({kind.name}): {' '.join(shown_argv)}\n".encode())
             log.flush()
             kind.prepare_process(ctx, binary)
             user_kw: dict[str, Any] = {}
@@ -178,14 +186,15 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
                 user_kw = {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        env=env, cwd=work_dir, start_new_session=True, **user_kw)
+                                        env=env, cwd=work_dir, start_new_session=True,
+                                        preexec_fn=restore_default_signals, **user_kw)
             except OSError as err:
                 raise ServiceStartError(name, f"could not execute {binary}: {err}", hint=hint_for(str(err)),
                                         log_path=str(log_path)) from err
         owner = Owner.current()
         pid_file = write_pid_record(state_dir, {
             "run_id": run_id, "name": name, "kind": kind.name, "pid": proc.pid,
-            "start": process_start_time(proc.pid) or 0.0, "owner": owner.label(), "argv": argv,
+            "start": process_start_time(proc.pid) or 0.0, "owner": owner.label(), "argv": shown_argv,
             "stop_signal": int(kind.stop_signal), "work_dir": str(work_dir), "ports": reserved,
             "log": str(log_path)})
 
@@ -196,7 +205,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         version_thread.join(timeout=30)
         info: dict[str, Any] = {
             "name": name, "kind": kind.name, "backend": "process", "run_id": run_id, "binary": binary,
-            "argv": argv, "pid": proc.pid, "run_as": ctx.run_as, "log": str(log_path),
+            "argv": shown_argv, "pid": proc.pid, "run_as": ctx.run_as, "log": str(log_path),
             "started_at_ns": time.time_ns(), "startup_s": startup_s, "binary_version": version.get("v"),
             **ctx.info,
         }

@@ -36,6 +36,7 @@ from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult, jsonable
 from pytest_hwbench.measure.stats import Summary
 from pytest_hwbench.recipe.model import BaselinePolicy
+from pytest_hwbench.safe_load import loads_json_bounded
 from pytest_hwbench.verdict.compare import (
     CompareSettings,
     Comparison,
@@ -302,7 +303,7 @@ class BaselineStore:
             raise HwbenchInputError(f"baseline file is not UTF-8 text ({err.reason} at byte {err.start})",
                                     file=str(path), fix=RESAVE_FIX) from None
         try:
-            data = json.loads(text)
+            data = loads_json_bounded(text, file=str(path), fix=RESAVE_FIX)  # NaN, depth, size: clear errors
         except json.JSONDecodeError as err:
             if not text.strip():
                 what = "empty"
@@ -439,6 +440,12 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
     order (recorded, then missing). Status: FAIL > INCONCLUSIVE > PASS over the metrics (STALE counts as
     PASS, MISSING_METRIC as FAIL), or NEW when nothing could be compared: "nothing compared" must not read
     as a pass."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
+    def gated(name: str) -> bool:  # resource metrics are evidence; compared only when the recipe lists them
+        return not is_resource_metric(name) or name in policy.metrics
+
+    current = {name: result for name, result in current.items() if gated(name)}
     comparisons: list[Comparison] = []
     for name in sorted(current):
         result = current[name]
@@ -462,7 +469,7 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
             continue
         comparisons.append(compare_metric(name, sessions, result.trial_values, settings, better=result.better,
                                           unit=result.unit, noise=noise, inconclusive_policy=incon))
-    for name in sorted(set(entry.metrics) - set(current)):
+    for name in sorted(n for n in set(entry.metrics) - set(current) if gated(n)):
         stored = entry.metrics[name]
         comparisons.append(Comparison(
             metric=name, status=MISSING_METRIC, unit=stored.unit, better=stored.better,
