@@ -376,6 +376,10 @@ BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 #: How much the machine's load (fraction of all CPUs busy with other work) may differ from the stored
 #: sessions' range before the verdict says the conditions differ.
 LOAD_MARGIN = 0.25
+#: Share of all CPUs used by other processes during the trials from which the machine counts as contended:
+#: a CPU-bound benchmark on such a machine can lose anything from 10 % to 90 % from one session to the next
+#: (measured on a shared 2-core box), so neither a slowdown nor a baseline taken there is evidence.
+CONTENDED = 0.5
 
 
 class LoadMeter:
@@ -454,4 +458,12 @@ def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> 
                 min(loads) - LOAD_MARGIN <= now <= max(loads) + LOAD_MARGIN):
             span = f"{min(loads):.0%}" if len(loads) == 1 else f"{min(loads):.0%}-{max(loads):.0%}"
             out.append(f"{label}: {span} of all CPUs at baseline, {now:.0%} now")
+    busy_now = current.get("load_other")
+    busy_then = [s.get("load_other") for s in stored if isinstance(s.get("load_other"), (int, float))]
+    if isinstance(busy_now, (int, float)) and busy_now >= CONTENDED:
+        out.append(f"the machine was contended: other processes used {busy_now:.0%} of all CPUs during "
+                   "the trials")
+    elif busy_then and max(busy_then) >= CONTENDED:
+        out.append(f"the baseline was measured on a contended machine (other processes used up to "
+                   f"{max(busy_then):.0%} of all CPUs); re-save it on a quieter machine")
     return out
