@@ -214,15 +214,35 @@ def test_baseline_save_rerun_pass_then_regression_fails(pytester: pytest.Pyteste
     assert {r["baseline_status"] for r in results_of(pytester).values()} == {"PASS"}
 
     monkeypatch.setenv("HWB_FACTOR", "0.8")  # 20 % worse throughput, 25 % worse latency
+    for p in (pytester.path / "reports").iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
     res = pytester.runpytest(*args)
+    results = results_of(pytester)
+    assert {r["baseline_status"] for r in results.values()} == {"FAIL"}
+    if contended(results):  # other tenants used most of the CPUs: said, and not a regression verdict
+        res.assert_outcomes(passed=2)
+        res.stdout.fnmatch_lines(["*run conditions differ (the machine was contended*throughput*20.0% worse*"])
+        return
     res.assert_outcomes(failed=2)
     res.stdout.fnmatch_lines(["*baseline regression*throughput*20.0% worse*tolerance 5%*",
                               "*environment diff vs baseline: none*"])
     # the baseline was taken on another kernel: the failure names that change
     files[0].write_text(files[0].read_text().replace('"kernel": "', '"kernel": "0.0-old'))
+    for p in (pytester.path / "reports").iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
     res = pytester.runpytest(*args)
-    res.assert_outcomes(failed=2)
-    res.stdout.fnmatch_lines(["*environment diff vs baseline (1 change*", "*kernel: 0.0-old*->*"])
+    if not contended(results_of(pytester)):
+        res.assert_outcomes(failed=2)
+        res.stdout.fnmatch_lines(["*environment diff vs baseline (1 change*", "*kernel: 0.0-old*->*"])
+
+
+def contended(results: dict) -> bool:
+    """True when the machine was contended during a run (then a regression is a WARN that says so)."""
+    from pytest_hwbench.measure.fingerprint import CONTENDED
+
+    return any((r.get("conditions") or {}).get("load_other", 0) >= CONTENDED for r in results.values())
 
 
 def test_require_baseline_fails_without_one(pytester: pytest.Pytester) -> None:
@@ -376,8 +396,8 @@ def test_unchanged_rerun_of_real_measurements_is_not_fail(pytester: pytest.Pytes
             shutil.rmtree(p)
     res = pytester.runpytest(*args)
     res.assert_outcomes(passed=1)
-    assert results_of(pytester)["test_real.py::test_sort"]["baseline_status"] in {"PASS", "INCONCLUSIVE",
-                                                                                   "STALE"}
+    result = results_of(pytester)["test_real.py::test_sort"]
+    assert result["verdict"] != "FAIL", result["failures"]  # a shift under other conditions is a WARN
 
 
 def test_inconclusive_rerun_policy_adds_trials_then_warns(pytester: pytest.Pytester,

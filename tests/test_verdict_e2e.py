@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pytest_hwbench.measure.fingerprint import CONTENDED
 from pytest_hwbench.reference_server import ReferenceConfig, ReferenceServerProcess
 from pytest_hwbench.services.self_description import describe_server
 
@@ -113,16 +114,23 @@ def test_three_sessions_then_unchanged_runs_pass_and_slower_ttft_fails(
 
     monkeypatch.setenv("E2E_TTFT_MS", "115")  # +15 % time to first token
     res = pytester.runpytest(*args)
-    res.assert_outcomes(failed=1)
     result = _results(pytester)["test_llm.py::test_llm_latency"]
     ttft = next(m for m in result["baseline"]["metrics"] if m["metric"] == "ttft_ms")
     assert ttft["status"] == "FAIL" and 1.10 < ttft["ratio"] < 1.25, ttft
-    text = "\n".join(result["failures"])
-    assert "baseline regression: ttft_ms:" in text and "% worse:" in text
+    busy = (result.get("conditions") or {}).get("load_other") or 0.0
+    if busy >= CONTENDED:  # other tenants (not our half core) used most of the CPUs: a WARN that says so
+        res.assert_outcomes(passed=1)
+        text = "\n".join(result["warnings"])
+        assert "the machine was contended" in text
+    else:
+        res.assert_outcomes(failed=1)
+        text = "\n".join(result["failures"])
+        assert "baseline regression: ttft_ms:" in text
+        res.stdout.fnmatch_lines(["*baseline regression: ttft_ms*"])
+    assert "ttft_ms: " in text and "% worse:" in text
     assert " ms vs baseline " in text and "(medians)" in text and "95% CI" in text and "tolerance 5%" in text
     assert "baseline: " in text and "test_llm.json (testbed e2e; 3 sessions saved " in text
     assert "at commit(s)" in text and "environment diff vs baseline" in text
-    res.stdout.fnmatch_lines(["*baseline regression: ttft_ms*"])
 
 
 def test_external_server_describes_itself_for_the_environment_diff() -> None:
