@@ -3,6 +3,7 @@
 - ``hwbench recipes validate FILE...``   the same checks the plugin runs on ``--recipe``
 - ``hwbench testbed``                    the machine fingerprint and the testbed name baselines use
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
+- ``hwbench report | compare | rerun | export``  the report stage (``pytest_hwbench/report/commands.py``)
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     testbed.add_argument("--json", action="store_true")
     testbed.set_defaults(func=_testbed)
     sub.add_parser("reference-server", help="run the reference LLM server (see --help after the command)")
+    from pytest_hwbench.report.commands import add_subcommands
+
+    add_subcommands(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -58,6 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="let timed tests overlap under xdist (default: one timed test at a time)")
     group.addoption("--hwbench-repetitions", type=int, metavar="N",
                     help="override the recipe's repetitions (measured trials per test)")
+    group.addoption("--no-hwbench-report", action="store_true",
+                    help="do not write report.md/report.html (regenerate later with: hwbench report RUN)")
     parser.addini("hwbench_recipe", "default recipe path (relative to the ini file)", default="")
     parser.addini("hwbench_report_dir", "default report directory", default="")
     parser.addini("hwbench_mlflow", "MLflow tracking URI, or 'off'", default="")
@@ -257,6 +259,8 @@ class ControllerHooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
+        if report.when == "setup":
+            self.session.node_ids.append(report.nodeid)
         if report.when == "call":
             for i, (key, value) in enumerate(report.user_properties):
                 if key == PAYLOAD_KEY:

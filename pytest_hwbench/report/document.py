@@ -140,10 +140,11 @@ def findings(run: RunData) -> list[Finding]:
                                    ci=_ci(s.ci), text=s.expression))
         for m in t.baseline.metrics if t.baseline else ():
             if m.status in ("FAIL", "INCONCLUSIVE", "MISSING_METRIC"):
+                change_ci = ((m.ci_low - 1, m.ci_high - 1) if m.ci_low is not None and m.ci_high is not None
+                             else None)
                 out.append(Finding(test=t.test_id, verdict=t.verdict, kind=f"baseline {m.status}", metric=m.metric,
-                                   bound=_tolerance(m.tolerance, m.better), observed=f"{fmt(m.current_median)} {m.unit}",
-                                   ci=_ci((m.ci_low - 1, m.ci_high - 1) if m.ci_low is not None and m.ci_high is not None
-                                          else None, pct=True),
+                                   bound=_tolerance(m.tolerance, m.better),
+                                   observed=f"{fmt(m.current_median)} {m.unit}", ci=_ci(change_ci, pct=True),
                                    change=_change(m.ratio, m.baseline_median, m.current_median), env_diff=env,
                                    text=m.message))
         if len(out) == n:  # failed for another reason (crash, no metric, self-check): its own words
@@ -280,7 +281,7 @@ def test_section(run: RunData, t: TestRecord, index: int) -> TestSection:
     for provider in _TEST_SECTION_PROVIDERS:
         try:
             extras.extend(provider(run, t))
-        except Exception as err:  # noqa: BLE001 - a broken add-on block must not cost the report
+        except Exception as err:
             extras.append(ExtraSection(title=getattr(provider, "__name__", "section"),
                                        lines=[f"(could not be drawn: {err})"]))
     return TestSection(record=t, anchor=anchor_of(t.test_id), metric_rows=rows, slo_rows=slo_rows,
@@ -398,7 +399,7 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     for plot in all_plots(doc):
         try:
             rendered[plot.key] = render(plot)
-        except Exception as err:  # noqa: BLE001 - one bad plot must not cost the report
+        except Exception as err:
             doc.notes.append(f"plot {plot.key} could not be drawn: {err}")
     return write_markdown(doc, rendered), write_html(doc, rendered)
 
@@ -406,3 +407,12 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
 def all_plots(doc: Document) -> list[Plot]:
     plots = [p for s in doc.tests for p in s.plots] + [p for s in doc.tests for e in s.extras for p in e.plots]
     return plots + list(doc.sweep_plots)
+
+
+def write_report_safely(run_dir: str | Path) -> str | None:
+    """``write_report`` at session end: a reporting problem is a warning line, never a failed run."""
+    try:
+        write_report(run_dir)
+    except Exception as err:
+        return f"report not written ({type(err).__name__}: {err}); regenerate it with: hwbench report {run_dir}"
+    return None

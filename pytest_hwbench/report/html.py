@@ -70,7 +70,8 @@ def _figure(plot: Plot, rendered: dict[str, Rendered]) -> str:
     r = rendered.get(plot.key)
     if r is None:
         return ""
-    return f'<figure id="plot-{escape(plot.key)}" class="plot">{r.svg}<figcaption>{escape(plot.caption)}</figcaption></figure>'
+    return (f'<figure id="plot-{escape(plot.key)}" class="plot">{r.svg}'
+            f"<figcaption>{escape(plot.caption)}</figcaption></figure>")
 
 
 def render_html(doc: Document, rendered: dict[str, Rendered]) -> str:
@@ -79,7 +80,8 @@ def render_html(doc: Document, rendered: dict[str, Rendered]) -> str:
     p.append(f"<h1>{escape(doc.title)}</h1>")
     p.append(f'<p class="muted">Testbed <code>{escape(run.testbed)}</code> · recipe '
              f"<code>{escape(str(run.recipe.get('name', '?')))}</code> · started "
-             f"{escape(str(run.manifest.get('started_at')))} · {'complete' if run.complete else '<b>incomplete</b>'}</p>")
+             f"{escape(str(run.manifest.get('started_at')))} · "
+             f"{'complete' if run.complete else '<b>incomplete</b>'}</p>")
     p += [f"<p><b>{escape(n)}</b></p>" for n in doc.notes]
     p.append('<h2 id="summary">Decision summary</h2><p class="counts">'
              + "".join(f"<span>{_v(v)} {n}</span>" for v, n in verdict_order(doc.counts)) + "</p>")

@@ -26,7 +26,8 @@ def _fence(text: str) -> list[str]:
 def render_markdown(doc: Document, plot_files: dict[str, str]) -> str:
     run = doc.run
     out = [f"# {doc.title}", "",
-           f"Testbed `{run.testbed}` · recipe `{run.recipe.get('name', '?')}` · started {run.manifest.get('started_at')}"
+           f"Testbed `{run.testbed}` · recipe `{run.recipe.get('name', '?')}` · "
+           f"started {run.manifest.get('started_at')}"
            f" · {'complete' if run.complete else '**incomplete**'}", ""]
     out += [f"> {n}" for n in doc.notes] + ([""] if doc.notes else [])
     out += ["## Decision summary", "",
@@ -69,10 +70,10 @@ def render_markdown(doc: Document, plot_files: dict[str, str]) -> str:
                       "better"], sec.metric_rows)
         out.append("")
         if sec.slo_rows:
-            out += table(["SLO", "expression", "observed", "CI"], sec.slo_rows) + [""]
+            out += [*table(["SLO", "expression", "observed", "CI"], sec.slo_rows), ""]
         if sec.baseline_rows:
-            out += table(["baseline", "metric", "baseline median", "this run", "change", "change CI", "tolerance"],
-                         sec.baseline_rows) + [""]
+            out += [*table(["baseline", "metric", "baseline median", "this run", "change", "change CI",
+                            "tolerance"], sec.baseline_rows), ""]
         for plot in sec.plots:
             if plot.key in plot_files:
                 out += [f"![{plot.caption}]({plot_files[plot.key]})", ""]
@@ -83,8 +84,8 @@ def render_markdown(doc: Document, plot_files: dict[str, str]) -> str:
         out += ["## Sweeps", ""]
         out += [f"![{p.caption}]({plot_files[p.key]})\n" for p in doc.sweep_plots if p.key in plot_files]
     out += ["## Methodology", "", *[f"- {line}" for line in methodology_lines(run)], ""]
-    out += ["## Environment", ""] + table(["", ""], [[k, v] for k, v in doc.environment]) + [""]
-    out += ["## Reproducibility", ""] + table(["", ""], [[k, v] for k, v in doc.reproduce]) + [""]
+    out += ["## Environment", "", *table(["", ""], [[k, v] for k, v in doc.environment]), ""]
+    out += ["## Reproducibility", "", *table(["", ""], [[k, v] for k, v in doc.reproduce]), ""]
     if doc.rerun_command:
         out += ["Rerun this run (same recipe, options and tests):", "", "```bash", f"hwbench rerun {run.dir}", "```",
                 "", "which runs:", "", "```bash", doc.rerun_command, "```", ""]

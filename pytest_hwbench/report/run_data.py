@@ -177,7 +177,8 @@ class SweepRecord:
         loads = tuple(float(x) for x in d.get("loads", []))
         members: dict[float, str] = {}
         for t in tests:
-            if t.measured and isinstance(t.params.get(lp), (int, float)) and _base_id(t.test_id, t.params, lp) == d["test"]:
+            if (t.measured and isinstance(t.params.get(lp), (int, float))
+                    and _base_id(t.test_id, t.params, lp) == d["test"]):
                 members[float(t.params[lp])] = t.test_id
         sus = d.get("max_sustainable")
         return cls(test=str(d["test"]), load_param=lp, loads=loads, throughput_metric=str(d["throughput_metric"]),
