@@ -23,6 +23,7 @@ import pytest
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.report import progress
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
 
@@ -75,6 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except HwbenchInputError as err:
         raise pytest.UsageError(f"pytest-hwbench: {err}") from None
     config.stash[SESSION_KEY] = session
+    progress.install(config)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
         if config.pluginmanager.hasplugin("xdist"):
@@ -82,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.uninstall()
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         for err in session.services.stop_all():
@@ -194,21 +197,26 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         return (yield)
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
+    progress.begin_test(item.nodeid)
     with _exclusive(item, session):
         try:
             for i in range(warmup):
                 recorder.begin_trial(i, warmup=True)
+                progress.begin_trial(i, reps, warmup=True)
                 item.runtest()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
+                progress.begin_trial(i, reps)
                 item.runtest()
             recorder.begin_trial(reps - 1)
+            progress.begin_trial(reps - 1, reps)
             result = yield
             verdict, payload = session.judge(item, recorder)
             reruns = session.recipe.baseline.reruns
             while reruns > 0 and session.wants_rerun(payload):
                 reruns -= 1
                 for _ in range(reps):
+                    progress.begin_trial(recorder.trial_count, recorder.trial_count + 1)
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
                 verdict, payload = session.judge(item, recorder)
@@ -218,6 +226,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
+        finally:
+            progress.end_test()
     item.stash[PAYLOAD_STASH] = payload
     item.user_properties.extend(junit_properties(payload))
     if verdict.verdict == "FAIL":

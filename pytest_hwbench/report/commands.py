@@ -68,7 +68,8 @@ def add_subcommands(sub: Any) -> None:
     rerun.add_argument("--report-dir", default="reports")
     rerun.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
     rerun.add_argument("--save-baseline", action="store_true", help="save baselines from the rerun")
-    rerun.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra pytest arguments after --")
+    rerun.add_argument("--pytest-args", default="", metavar="ARGS",
+                       help="extra pytest arguments, one string (e.g. --pytest-args='-x -v')")
     rerun.set_defaults(func=_rerun)
 
     export = sub.add_parser("export", help="a run as Prometheus text, Bencher BMF or pytest-benchmark JSON")

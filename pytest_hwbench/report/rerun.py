@@ -150,11 +150,10 @@ def find_rerun(report_dir: Path, of_run_id: str) -> Path | None:
 
 
 def main(args: Any) -> int:
-    """``hwbench rerun RUN [--dry-run] [--save-baseline] [-- pytest args]``."""
-    extra = [a for a in (args.pytest_args or []) if a != "--"] if args.pytest_args[:1] == ["--"] else \
-        list(args.pytest_args or [])
+    """``hwbench rerun RUN [--dry-run] [--save-baseline] [--pytest-args '...']``."""
     try:
-        argv, env, cwd, tmp = plan(args.run, args.report_dir, save_baseline=args.save_baseline, extra_args=extra)
+        argv, env, cwd, tmp = plan(args.run, args.report_dir, save_baseline=args.save_baseline,
+                                   extra_args=shlex.split(args.pytest_args or ""))
     except HwbenchInputError as err:
         print(f"hwbench rerun: {err}", file=sys.stderr)
         return 2
