@@ -203,7 +203,7 @@ def sweep_line(run: RunData, s: SweepRecord) -> SweepLine:
         sus = f"{s.load_param}={s.max_sustainable:g}"
         if s.first_failing_load is not None:
             sus += f" (first failing {s.first_failing_load:g})"
-    knee = f"{s.load_param}={s.knee_load:g}" if s.knee_load is not None else "none inside the sweep"
+    knee = f"{s.load_param}={s.knee_load:.3g}" if s.knee_load is not None else "none inside the sweep"
     return SweepLine(test=s.test, load_param=s.load_param, max_sustainable=sus, peak=peak, tail_at_peak=tail,
                      knee=knee)
 

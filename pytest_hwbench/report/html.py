@@ -86,7 +86,7 @@ def render_html(doc: Document, rendered: dict[str, Rendered]) -> str:
     p.append('<h2 id="summary">Decision summary</h2><p class="counts">'
              + "".join(f"<span>{_v(v)} {n}</span>" for v, n in verdict_order(doc.counts)) + "</p>")
     if doc.findings:
-        p.append(_table(["verdict", "test", "what", "metric", "bound", "observed", "CI", "baseline change"],
+        p.append(_table(["verdict", "test", "what", "metric", "bound", "observed", "CI", "baseline change / detail"],
                         [[f.verdict, f.test, f.kind, f.metric, f.bound, f.observed, f.ci, f.change or f.text]
                          for f in doc.findings], verdict_cols=(0,)))
         for test, diff in {f.test: f.env_diff for f in doc.findings if f.env_diff}.items():

@@ -33,7 +33,7 @@ def render_markdown(doc: Document, plot_files: dict[str, str]) -> str:
     out += ["## Decision summary", "",
             " · ".join(f"**{n} {v}**" for v, n in verdict_order(doc.counts)) or "no tests", ""]
     if doc.findings:
-        out += table(["verdict", "test", "what", "metric", "bound", "observed", "CI", "baseline change"],
+        out += table(["verdict", "test", "what", "metric", "bound", "observed", "CI", "baseline change / detail"],
                      [[f.verdict, f.test, f.kind, f.metric, f.bound, f.observed, f.ci, f.change or f.text]
                       for f in doc.findings])
         out.append("")

@@ -210,9 +210,9 @@ def sweep_plot(key: str, title: str, s: SweepSeries) -> Plot:
             h2, l2 = ax2.get_legend_handles_labels()
             handles, labels = handles + h2, labels + l2
         if s.knee is not None:
-            line = ax.axvline(s.knee, color=FG, linestyle=":", linewidth=1.2, label=f"knee ({s.knee:g})")
+            line = ax.axvline(s.knee, color=FG, linestyle=":", linewidth=1.2)
             handles.append(line)
-            labels.append(f"throughput knee ({s.knee:g})")
+            labels.append(f"throughput knee ({s.knee:.3g})")
         if s.has_slo:
             hi = max(loads) if loads else 0
             if s.max_sustainable is not None:
