@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,9 +76,11 @@ def _rc(salt: str) -> dict[str, object]:
 
 
 def _themable(svg: str) -> str:
-    """Inline-ready SVG: no XML prolog or DOCTYPE, placeholder colours replaced by CSS variables."""
+    """Inline-ready SVG: no XML prolog, DOCTYPE or RDF metadata block (it names external vocabularies),
+    placeholder colours replaced by CSS variables."""
     start = svg.find("<svg")
     svg = svg[start:] if start >= 0 else svg
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.DOTALL)
     for placeholder, var in ((FG, "var(--fg)"), (GRID, "var(--grid)")):
         svg = svg.replace(placeholder, var).replace(placeholder.upper(), var)
     return svg
