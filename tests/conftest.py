@@ -26,7 +26,7 @@ with contextlib.suppress(ImportError):  # the report written at the end of a pyt
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
     import prometheus_client  # noqa: F401
 
 pytest_plugins = ["pytester"]

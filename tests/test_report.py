@@ -206,7 +206,7 @@ def test_rerun_of_a_changed_recipe_uses_the_recorded_text(runs: dict[str, Path],
     original = recipe.read_text()
     try:
         recipe.write_text(original.replace("repetitions: 5", "repetitions: 2"))
-        argv, env, cwd, tmp = plan(runs["a"], environ={"HWBENCH_TEST_API_TOKEN": "x"})
+        argv, env, _cwd, tmp = plan(runs["a"], environ={"HWBENCH_TEST_API_TOKEN": "x"})
         assert tmp is not None and Path(tmp).read_text() == original
         assert argv[argv.index("--recipe") + 1] == tmp and env["HWBENCH_RERUN_OF"] == runs["a"].name
         Path(tmp).unlink()
@@ -274,9 +274,10 @@ def test_report_html_in_headless_chromium(runs: dict[str, Path]) -> None:
     report = runs["a"] / "report.html"
     url = report.resolve().as_uri()
     html = report.read_text()
-    probe = ("JSON.stringify({bg: getComputedStyle(document.body).backgroundColor, plots: [...document.querySelectorAll("
-             "'figure.plot svg')].map(s => {const r = s.getBoundingClientRect(); return {w: r.width, h: r.height, "
-             "marks: s.querySelectorAll('path, use, line, polyline').length}})})")
+    probe = ("JSON.stringify({bg: getComputedStyle(document.body).backgroundColor, plots: "
+             "[...document.querySelectorAll('figure.plot svg')].map(s => {"
+             "const r = s.getBoundingClientRect(); "
+             "return {w: r.width, h: r.height, marks: s.querySelectorAll('path, use, line, polyline').length}})})")
 
     async def check() -> tuple[dict, dict, list[str]]:
         async with Chromium(binary) as browser:

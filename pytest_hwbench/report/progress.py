@@ -25,6 +25,7 @@ LOG_INTERVAL_S = 30.0
 SHOW_AFTER_S = 2.0
 
 _active: LiveProgress | None = None
+_config: Any = None
 
 
 def _duration(seconds: float) -> str:
@@ -147,9 +148,15 @@ class LiveProgress:
 
 # ------------------------------------------------------------------------------ the hooks' entry points
 
-def install(config: Any) -> LiveProgress | None:
-    """Activate for this session when this process runs tests and owns a terminal reporter."""
-    global _active
+def install(config: Any) -> None:
+    """Remember the session's config; the line is set up at the first test, once pytest's terminal reporter
+    exists (it registers in its own ``pytest_configure``, which may run after ours)."""
+    global _config, _active
+    _config, _active = config, None
+
+
+def _setup(config: Any) -> LiveProgress | None:
+    """A live line when this process runs tests and owns a terminal reporter."""
     if hasattr(config, "workerinput") or config.get_verbosity() < 0:
         return None
     if getattr(config.option, "numprocesses", None) not in (None, 0, "0"):
@@ -158,17 +165,18 @@ def install(config: Any) -> LiveProgress | None:
     if reporter is None:
         return None
     capman = config.pluginmanager.getplugin("capturemanager")
-    tty = bool(getattr(reporter, "isatty", False))
-    _active = LiveProgress(reporter, capman, tty=tty)
-    return _active
+    return LiveProgress(reporter, capman, tty=bool(getattr(reporter, "isatty", False)))
 
 
 def uninstall() -> None:
-    global _active
-    _active = None
+    global _active, _config
+    _active = _config = None
 
 
 def begin_test(test: str) -> None:
+    global _active, _config
+    if _config is not None:  # first test of the session
+        _active, _config = _setup(_config), None
     if _active is not None:
         _active.begin_test(test)
 
