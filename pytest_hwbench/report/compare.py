@@ -162,7 +162,7 @@ def load_side(ref: str, report_dir: str, baseline_dir: str) -> Side:
     path = Path(ref)
     if path.is_file() and path.suffix == ".json":
         return _baseline_side(ref, [path], path.parent.parent, path.parent.name)
-    if (path / "run.json").is_file() or (Path(report_dir) / ref / "run.json").is_file() or ref == "latest":
+    if (path / "run.json").is_file() or (Path(report_dir) / ref / "run.json").is_file() or ref.startswith("latest"):
         run = load_run(ref, report_dir)
         tests = {t.test_id: dict(t.metrics) for t in run.measured() if t.verdict not in ("ERROR",)}
         return Side(label=f"run {run.run_id}", kind="run", tests=tests,

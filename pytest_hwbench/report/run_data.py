@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -266,15 +267,18 @@ class RunData:
 
 
 def resolve_run_dir(ref: str | Path, report_dir: str | Path = "reports") -> Path:
-    """A run directory from a path or a run id (under ``report_dir``); ``latest`` is the newest run there."""
+    """A run directory from a path or a run id (under ``report_dir``); ``latest`` is the newest run there and
+    ``latest~N`` the N-th before it (run ids sort by start time)."""
     path = Path(ref)
     if (path / "run.json").is_file():
         return path
     root = Path(report_dir)
-    if str(ref) == "latest":
-        runs = sorted(p for p in root.glob("*/run.json")) if root.is_dir() else []
-        if runs:
-            return runs[-1].parent
+    m = re.fullmatch(r"latest(?:~(\d+))?", str(ref))
+    if m:
+        runs = sorted(p.parent for p in root.glob("*/run.json")) if root.is_dir() else []
+        back = int(m.group(1) or 0)
+        if back < len(runs):
+            return runs[-1 - back]
     elif (root / str(ref) / "run.json").is_file():
         return root / str(ref)
     raise HwbenchInputError(f"no run directory at {str(ref)!r} (no run.json there or under {str(root)!r})",
