@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.report import progress
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
+from pytest_hwbench.verdict.result import TestResult
 
 SESSION_KEY = pytest.StashKey[HwbenchSession]()
 RECORDER_KEY = pytest.StashKey[Recorder]()
@@ -48,6 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "CPU model, cores, memory and GPUs)")
     group.addoption("--hwbench-save-baseline", action="store_true",
                     help="write/update baselines/<testbed>/ from this run instead of comparing")
+    group.addoption("--hwbench-force-baseline", action="store_true",
+                    help="with --hwbench-save-baseline: also save measurements flagged invalid (client-bound)")
     group.addoption("--hwbench-require-baseline", action="store_true",
                     help="fail tests that have no baseline (for CI gates)")
     group.addoption("--hwbench-baseline-dir", metavar="DIR", help="baseline root (default: recipe baseline.dir)")
@@ -192,18 +196,26 @@ def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """Warm-up, then rounds of ``repetitions`` trials: after each round the verdict is judged, and while a
+    baseline comparison is INCONCLUSIVE another round runs, up to ``baseline.reruns`` extra rounds and
+    ``baseline.max_seconds`` (the comparison splits its false-FAIL budget over those planned looks)."""
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
+    from pytest_hwbench.measure.fingerprint import run_conditions
+
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
+    policy = session.recipe.baseline
     progress.begin_test(item.nodeid)
     with _exclusive(item, session):
+        conditions = run_conditions()
         try:
             for i in range(warmup):
                 recorder.begin_trial(i, warmup=True)
                 progress.begin_trial(i, reps, warmup=True)
                 item.runtest()
+            started = time.monotonic()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
                 progress.begin_trial(i, reps)
@@ -211,42 +223,57 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             recorder.begin_trial(reps - 1)
             progress.begin_trial(reps - 1, reps)
             result = yield
-            verdict, payload = session.judge(item, recorder)
-            reruns = session.recipe.baseline.reruns
-            while reruns > 0 and session.wants_rerun(payload):
-                reruns -= 1
+            verdict, payload = session.judge(item, recorder, conditions)
+            rounds = policy.reruns
+            while rounds > 0 and session.wants_more_trials(verdict):
+                spent = time.monotonic() - started
+                per_round = spent / max(recorder.trial_count // reps, 1)
+                if spent + per_round > policy.max_seconds:
+                    break
+                rounds -= 1
                 for _ in range(reps):
                     progress.begin_trial(recorder.trial_count, recorder.trial_count + 1)
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
-                verdict, payload = session.judge(item, recorder)
+                verdict, payload = session.judge(item, recorder, conditions)
         except BaseException:
             if recorder.metrics:  # keep partial measurements of a test that crashed
-                _, payload = session.judge(item, recorder)
+                _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
         finally:
             progress.end_test()
     item.stash[PAYLOAD_STASH] = payload
-    item.user_properties.extend(junit_properties(payload))
+    item.user_properties.extend(junit_properties(verdict))
     if verdict.verdict == "FAIL":
         pytest.fail("\n".join(verdict.failures), pytrace=False)
     return result
 
 
-def junit_properties(payload: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Flat JUnit properties: verdict, baseline status and the key stats of each metric."""
-    props: list[tuple[str, Any]] = [("hwbench.verdict", payload["verdict"]),
-                                    ("hwbench.baseline", payload["baseline_status"])]
-    for name, metric in payload["metrics"].items():
-        summary = metric["summary"]
-        for stat in ("median", "p99", "mean", "count"):
-            value = summary.get("p50" if stat == "median" else stat)
-            if value is not None:
+def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
+    """Flat JUnit properties: verdict, baseline status, trials used, validity, the key stats of each
+    metric, and each compared metric's change against the baseline."""
+    props: list[tuple[str, Any]] = [("hwbench.verdict", result.verdict),
+                                    ("hwbench.baseline", result.baseline_status),
+                                    ("hwbench.trials", result.trials)]
+    if result.invalid:
+        props.append(("hwbench.invalid", "; ".join(result.invalid)))
+    for name, metric in result.metrics.items():
+        summary = metric.summary
+        for stat, value in (("median", summary.percentiles.get("p50")), ("p99", summary.percentiles.get("p99")),
+                            ("mean", summary.mean), ("count", summary.count)):
+            if value is not None and value == value:
                 props.append((f"hwbench.{name}.{stat}", value))
-        if metric.get("unit"):
-            props.append((f"hwbench.{name}.unit", metric["unit"]))
+        if metric.unit:
+            props.append((f"hwbench.{name}.unit", metric.unit))
+    if result.baseline is not None:
+        for comp in result.baseline.metrics:
+            props.append((f"hwbench.{comp.metric}.baseline", comp.status))
+            if comp.change is not None:
+                props.append((f"hwbench.{comp.metric}.change", round(comp.change, 6)))
+    for text in result.warnings:
+        props.append(("hwbench.warning", text))
     return props
 
 

@@ -30,7 +30,7 @@ from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
-from pytest_hwbench.verdict.decide import TestVerdict
+from pytest_hwbench.verdict.result import TestResult
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
 
@@ -49,6 +49,7 @@ class Options:
     mlflow_enabled: bool
     allow_parallel: bool
     repetitions: int | None
+    force_baseline: bool = False
     write_report: bool = True
 
     @classmethod
@@ -71,6 +72,7 @@ class Options:
                    report_dir=Path(root, report_dir), mlflow_uri=uri, mlflow_enabled=enabled,
                    allow_parallel=config.getoption("hwbench_allow_parallel"),
                    repetitions=config.getoption("hwbench_repetitions"),
+                   force_baseline=bool(config.getoption("hwbench_force_baseline", False)),
                    write_report=not config.getoption("no_hwbench_report", False))
 
 
@@ -130,6 +132,7 @@ class HwbenchSession:
         self.baseline_error: str | None = None
         self.report_warning: str | None = None
         self.node_ids: list[str] = []  # every test that ran, in order (the rerun bundle's selection)
+        self.baseline_refused: list[str] = []
         self.sweeps: list[dict[str, Any]] = []
         self._to_save: dict[str, tuple[dict[str, MetricResult], dict[str, Any]]] = {}
 
@@ -167,10 +170,16 @@ class HwbenchSession:
         wanted = (marker.kwargs.get("service") or marker.kwargs.get("services") or []) if marker else []
         return [wanted] if isinstance(wanted, str) else list(wanted)
 
-    def environment(self, service_facts: dict[str, Any] | None) -> dict[str, Any]:
-        """The environment a baseline is saved and compared in: the machine fingerprint plus the version
-        facts of the services the test used."""
-        return {**self.fingerprint, "services": service_facts} if service_facts else self.fingerprint
+    def environment(self, service_facts: dict[str, Any] | None,
+                    conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The environment a baseline is saved and compared in: the machine fingerprint, the version facts
+        of the services the test used, and the run conditions the test started under."""
+        env = dict(self.fingerprint)
+        if service_facts:
+            env["services"] = service_facts
+        if conditions:
+            env["conditions"] = conditions
+        return env
 
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
         """(warmup, repetitions) for a test: marker, then ``--hwbench-repetitions``, then the recipe."""
@@ -194,85 +203,65 @@ class HwbenchSession:
         exprs += [parse_slo(text, f"@pytest.mark.hwbench(slo=...) on {item.nodeid}") for text in marker_slo]
         return exprs
 
-    def judge(self, item: pytest.Item, recorder: Recorder) -> tuple[TestVerdict, dict[str, Any]]:
-        """Evaluate SLOs and the baseline for a finished measurement. Returns the verdict and the payload
-        (plain JSON) that travels to the controller."""
+    def judge(self, item: pytest.Item, recorder: Recorder,
+              conditions: dict[str, Any] | None = None) -> tuple[TestResult, dict[str, Any]]:
+        """Build the typed result of a finished measurement (SLOs, baseline, validity) and decide it.
+        Returns the result and the payload (plain JSON) that travels to the controller."""
+        from pytest_hwbench.verdict.decide import decide
+        from pytest_hwbench.verdict.result import BaselineComparison, SloOutcome
         from pytest_hwbench.verdict.slo import evaluate_slos
 
-        verdict = TestVerdict()
         metrics = recorder.results()
-        slo_results: list[Any] = []
-        baseline: dict[str, Any] | None = None
-        if not metrics:
-            verdict.fail(f"{item.name}: the test requested the hwbench fixture but recorded no metric "
-                         "(call hwbench.record(...) or use hwbench.timer(...))")
+        conditions = dict(conditions or {})
+        result = TestResult(test_id=item.nodeid, name=item.name, params=self.params_of(item), metrics=metrics,
+                            trials=recorder.trial_count, invalid=invalid_reasons(recorder),
+                            conditions=conditions, extra=plain(recorder.extra),
+                            worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
         try:
             exprs = self.slo_expressions(item)
         except HwbenchInputError as err:
-            verdict.fail(str(err))
+            result.slo.append(SloOutcome(expression="", metric="", stat="", passed=False, message=str(err),
+                                         error=True))
             exprs = []
-        service_facts = self.services.facts(self.service_names(item))
+        result.service_facts = self.services.facts(self.service_names(item))
         if metrics:
-            slo_results = evaluate_slos(exprs, metrics, item.nodeid)
-            for res in slo_results:
-                if not res.passed:
-                    verdict.fail(res.message)
-            baseline = self._judge_baseline(item, metrics, verdict, self.environment(service_facts))
-        payload = {
-            "test_id": item.nodeid, "name": item.name, "params": self.params_of(item),
-            "trials": recorder.trial_count,
-            "metrics": {name: m.to_dict() for name, m in metrics.items()},
-            "slo": [r.to_dict() for r in slo_results], "baseline": baseline,
-            **verdict.to_dict(),
-            "samples": {name: encode_samples(m.samples()) for name, m in recorder.metrics.items() if m.trials},
-            "extra": plain(recorder.extra), "service_facts": service_facts,
-            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-        }
-        return verdict, payload
+            result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
+            result.baseline = self._compare_baseline(item, metrics, self.environment(result.service_facts,
+                                                                                     conditions))
+        elif self.options.save_baseline:
+            result.baseline = BaselineComparison(status="SAVED")
+        decide(result, require_baseline=self.require_baseline)
+        payload = result.to_dict()
+        payload["samples"] = {name: encode_samples(m.samples()) for name, m in recorder.metrics.items()
+                              if m.trials}
+        return result, payload
 
-    def _judge_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult], verdict: TestVerdict,
-                        environment: dict[str, Any]) -> dict[str, Any] | None:
+    def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
+                          environment: dict[str, Any]) -> Any:
+        from pytest_hwbench.measure.fingerprint import conditions_differ
+        from pytest_hwbench.verdict.baseline import compare_test
+        from pytest_hwbench.verdict.result import BaselineComparison
+
         if self.options.save_baseline:
-            verdict.baseline_status = "SAVED"
-            return {"status": "SAVED"}
+            return BaselineComparison(status="SAVED")
         try:
             entry = self.baseline_store.load(item.nodeid)
+            noise = self.baseline_store.session_noise()
         except HwbenchInputError as err:
-            verdict.baseline_status = "ERROR"
-            verdict.fail(str(err))
-            return {"status": "ERROR", "message": str(err)}
+            return BaselineComparison(status="ERROR", message=str(err))
         if entry is None:
-            verdict.baseline_status = "NO_BASELINE"
-            text = (f"{item.name}: no baseline for testbed {self.testbed!r} in {self.baseline_dir} "
-                    "(save one with --hwbench-save-baseline)")
-            if self.require_baseline:
-                verdict.fail(text + " and --hwbench-require-baseline is set")
-            return {"status": "NO_BASELINE"}
-        from pytest_hwbench.verdict.baseline import compare_test
+            return BaselineComparison(
+                status="NO_BASELINE",
+                message=f"{item.name}: no baseline for testbed {self.testbed!r} in {self.baseline_dir} "
+                        "(save one with --hwbench-save-baseline)")
+        stored = [s.environment.get("conditions") or {} for s in entry.sessions]
+        differ = conditions_differ(stored, environment.get("conditions") or {})
+        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ)
 
-        result = compare_test(metrics, entry, self.recipe.baseline, environment)
-        verdict.baseline_status = result.status
-        for mv in result.metrics:
-            if mv.status == "FAIL" or mv.status == "MISSING_METRIC":
-                verdict.fail(f"{item.name}: baseline regression: {mv.message}")
-            elif mv.status == "INCONCLUSIVE":
-                if self.recipe.baseline.inconclusive_for(mv.metric) == "fail":
-                    verdict.fail(f"{item.name}: baseline inconclusive (policy fail): {mv.message}")
-                else:
-                    verdict.warn(f"{item.name}: baseline inconclusive: {mv.message}")
-            elif mv.status == "STALE":
-                verdict.warn(f"{item.name}: baseline stale (big improvement, re-save it): {mv.message}")
-        if verdict.verdict == "FAIL":
-            verdict.failures.append(result.env_diff_text if result.env_diff else
-                                    "environment diff vs baseline: none (same kernel, drivers, packages)")
-        return result.to_dict()
-
-    def wants_rerun(self, payload: dict[str, Any]) -> bool:
-        """True when a metric is INCONCLUSIVE and its policy is ``rerun``."""
-        baseline = payload.get("baseline") or {}
-        return any(m.get("status") == "INCONCLUSIVE"
-                   and self.recipe.baseline.inconclusive_for(m.get("metric", "")) == "rerun"
-                   for m in baseline.get("metrics", []))
+    @staticmethod
+    def wants_more_trials(result: TestResult) -> bool:
+        """True while a compared metric is INCONCLUSIVE: the sequential loop adds a round of trials."""
+        return result.baseline is not None and bool(result.baseline.by_status("INCONCLUSIVE"))
 
     @staticmethod
     def params_of(item: pytest.Item) -> dict[str, Any]:
@@ -290,10 +279,23 @@ class HwbenchSession:
         writer = self._writer()
         writer.append_result(payload)
         writer.write_samples(payload["test_id"], samples)
-        if self.options.save_baseline and report.outcome == "passed" and payload["metrics"]:
-            self._to_save[payload["test_id"]] = (
-                {n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
-                self.environment(payload.get("service_facts")))
+        if self.options.save_baseline and payload["metrics"]:
+            self._queue_baseline(payload, report)
+
+    def _queue_baseline(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
+        """Keep a passed test's measurement for the baseline file; an invalid one only when forced."""
+        from pytest_hwbench.verdict.baseline import SaveRecord
+
+        if report.outcome != "passed":
+            return
+        if payload.get("invalid") and not self.options.force_baseline:
+            self.baseline_refused.append(f"{payload['test_id']}: " + "; ".join(payload.get("invalid_reasons", [])))
+            return
+        git = self.fingerprint.get("git") or {}
+        self._to_save[payload["test_id"]] = SaveRecord(
+            metrics={n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
+            environment=self.environment(payload.get("service_facts"), payload.get("conditions")),
+            commit=git.get("commit"), run_id=self.run_id)
 
     def add_skip(self, report: pytest.TestReport) -> None:
         """Record a skipped hwbench test (e.g. the recipe provides no such service) so it shows."""
@@ -355,7 +357,7 @@ class HwbenchSession:
         self.writer.write_results(results_doc)
         if self._to_save and complete:
             try:
-                self.baseline_store.save(self._to_save)
+                self.baseline_store.save(self._to_save, keep=self.recipe.baseline.sessions)
                 self.baseline_written = sorted(self._to_save)
             except HwbenchInputError as err:  # an existing file is broken: keep it, say so
                 self.baseline_error = f"baselines not saved: {err}"
@@ -386,6 +388,23 @@ class HwbenchSession:
                               self.recipe.secret_values)
         self.mlflow_warning = outcome.warning
         self.mlflow_run_id = outcome.parent_run_id if outcome.ok else None
+
+
+def invalid_reasons(recorder: Recorder) -> list[str]:
+    """Why a measurement is not valid: what the workload said (``Recorder.invalidate``), plus any load
+    generator self-check in ``recorder.extra`` that found the client to be the bottleneck."""
+    reasons = list(getattr(recorder, "invalid", []))
+    for label, note in recorder.extra.items():
+        if not isinstance(note, dict):
+            continue
+        totals = note.get("totals") or {}
+        bound = int(totals.get("client_bound_trials") or 0) if isinstance(totals, dict) else 0
+        if note.get("client_bound") is True:
+            bound = max(bound, 1)
+        text = f"{label}: load generator was the bottleneck (client-bound) in {bound} trial(s)"
+        if bound and not any(r.startswith(f"{label}:") for r in reasons):
+            reasons.append(text)
+    return reasons
 
 
 def _iso(ts: float) -> str:

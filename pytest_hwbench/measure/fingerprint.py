@@ -365,3 +365,53 @@ def derive_testbed(fp: dict[str, Any]) -> str:
         digest = hashlib.sha1(slug.encode()).hexdigest()[:8]
         slug = slug[: _TESTBED_MAX_LEN - 9].rstrip("-") + "-" + digest
     return slug
+
+
+# ------------------------------------------------------------------------------------ run conditions
+
+#: Environment variables that set how many threads a BLAS / OpenMP library uses.
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: How much the machine's load at test start (fraction of all CPUs busy) may differ from the stored
+#: sessions' range before the verdict says the conditions differ.
+LOAD_MARGIN = 0.3
+
+
+def run_conditions(load_window_s: float = 0.1) -> dict[str, Any]:
+    """The conditions one test ran under, which change its numbers without any change to the system under
+    test: xdist worker count, BLAS/OpenMP thread settings, CPU frequency governor, and the fraction of all
+    CPUs busy in a short window at test start (before the test's own work). Part of the environment a
+    baseline is saved and compared in."""
+    import psutil
+
+    blas = {k: os.environ[k] for k in BLAS_THREAD_VARS if k in os.environ}
+    governor = _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    try:
+        load = round(psutil.cpu_percent(interval=load_window_s) / 100.0, 2)
+    except Exception:  # a missing /proc/stat must not fail a test
+        load = None
+    return {"xdist_workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1),
+            "blas_threads": blas or "default", "cpu_governor": governor.strip() if governor else None,
+            "load_at_start": load}
+
+
+def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> list[str]:
+    """Human lines for each run condition that differs from the stored sessions' (empty when alike).
+
+    Discrete conditions are compared with the newest stored session; the load at start counts as different
+    only when it lies more than ``LOAD_MARGIN`` outside the range the stored sessions saw."""
+    if not stored or not current:
+        return []
+    out = []
+    latest = stored[-1]
+    names = {"xdist_workers": "xdist workers", "blas_threads": "BLAS threads", "cpu_governor": "CPU governor"}
+    for key, label in names.items():
+        if key in latest and key in current and latest[key] != current[key]:
+            out.append(f"{label} {latest[key]} at baseline, {current[key]} now")
+    loads = [s.get("load_at_start") for s in stored if isinstance(s.get("load_at_start"), (int, float))]
+    now = current.get("load_at_start")
+    if loads and isinstance(now, (int, float)) and not (
+            min(loads) - LOAD_MARGIN <= now <= max(loads) + LOAD_MARGIN):
+        span = f"{min(loads):.0%}" if len(loads) == 1 else f"{min(loads):.0%}-{max(loads):.0%}"
+        out.append(f"machine load at test start {span} of all CPUs at baseline, {now:.0%} now")
+    return out

@@ -74,6 +74,7 @@ class Recorder:
         self.trial = 0
         self.is_warmup = False
         self.extra: dict[str, Any] = {}
+        self.invalid: list[str] = []
 
     # -- trial bookkeeping (called by the plugin) ------------------------------------------------------
     def begin_trial(self, index: int, *, warmup: bool = False) -> None:
@@ -131,6 +132,12 @@ class Recorder:
         """Call ``fn(*args, **kwargs)``, record its duration as ``name`` (default: fn's name + ``_s``)."""
         with self.timer(name or f"{getattr(fn, '__name__', 'call')}_{unit}", unit):
             return fn(*args, **kwargs)
+
+    def invalidate(self, reason: str) -> None:
+        """Mark this measurement invalid (e.g. the load generator was the bottleneck): the verdict becomes
+        at least WARN, and it is not saved as a baseline unless forced. Repeated reasons are kept once."""
+        if reason not in self.invalid:
+            self.invalid.append(reason)
 
     # -- reading back ----------------------------------------------------------------------------------
     def results(self) -> dict[str, MetricResult]:

@@ -45,6 +45,10 @@ class BaselinePolicy:
     confidence: float = 0.95
     require: bool = False
     metrics: dict[str, MetricPolicy] = field(default_factory=dict)
+    # History and sequential trials (docs/verdicts.md says how the defaults were chosen).
+    sessions: int = 5                 # stored sessions kept per test
+    session_noise: float = 0.03       # prior SD of a whole session's shift, until the history measures it
+    max_seconds: float = 300.0        # time budget for the sequential rounds (``reruns`` is the round budget)
 
     def tolerance_for(self, metric: str) -> float:
         mp = self.metrics.get(metric)

@@ -448,6 +448,9 @@ BASELINE: Final = Record({
     "confidence": Float(gt=0.5, lt=1),
     "require": Bool(),
     "metrics": MapOf(METRIC_POLICY, what="a mapping of metric name to {tolerance, inconclusive}"),
+    "sessions": Int(min=1),
+    "session_noise": Float(ge=0, lt=1),
+    "max_seconds": Float(gt=0),
 })
 
 # Only kind/backend are validated here: each service kind's own settings are checked by the services stage.

@@ -6,8 +6,9 @@ file (``baselines/<testbed>/<module>.json``) or a testbed name (every baseline f
 
 Per test and metric, :func:`judge` calls the gate's own comparison engine with A's per-trial values as the
 stored session(s) and B's as this session's, with the tolerance and inconclusive policy of B's recipe (or
-``--recipe``, or ``--tolerance`` / ``--inconclusive`` for every metric). So ``compare`` says FAIL exactly
-when the gate would have failed B against a baseline saved from A. Rows present on one side only are shown
+``--recipe``, or ``--tolerance`` / ``--inconclusive`` for every metric), and a testbed's pooled session noise
+when A is a baseline. So ``compare`` judges B as the gate would have judged it against a baseline saved from
+A — in one look (see :func:`judge`). Rows present on one side only are shown
 (``ONLY_A`` / ``ONLY_B``, or ``MISSING_METRIC`` for a metric B no longer records), never dropped.
 
 Exit codes (CI scripts branch on them; README "Compare"):
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.recipe.model import BaselinePolicy
 from pytest_hwbench.report.terminal import fmt
+from pytest_hwbench.verdict.compare import SessionNoise
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 REGRESSED = ("FAIL", "MISSING_METRIC")
@@ -48,6 +50,7 @@ class Side:
     sessions: dict[str, dict[str, list[list[float]]]]
     environment: dict[str, Any] = field(default_factory=dict)
     recipe_text: str | None = None
+    noise: SessionNoise | None = None  # a testbed's pooled session history, as the gate uses it
 
 
 @dataclass
@@ -100,19 +103,23 @@ class Result:
 
 # ------------------------------------------------------------------------------------------ the engine
 
-def judge(name: str, current: MetricResult, sessions: list[list[float]], policy: BaselinePolicy) -> Row:
-    """One metric through the gate's comparison (``verdict.baseline.compare_metric``)."""
-    from pytest_hwbench.verdict.baseline import compare_metric
+def judge(name: str, current: MetricResult, sessions: list[list[float]], policy: BaselinePolicy,
+          noise: SessionNoise | None = None) -> Row:
+    """One metric through the gate's own comparison: ``verdict.compare.compare_metric`` with the settings
+    ``verdict.baseline.compare_settings`` derives from the policy, as the gate calls them — except that a
+    comparison of two finished runs is one look, so the false-FAIL budget is not split over the sequential
+    rounds (``looks=1``) the gate plans while trials are still running."""
+    from pytest_hwbench.verdict.baseline import compare_settings
+    from pytest_hwbench.verdict.compare import compare_metric
 
-    base = [v for s in sessions for v in s]
-    mv = compare_metric(current, base, current.better, policy.tolerance_for(name), policy.confidence,
-                        policy.stale_factor, inconclusive=policy.inconclusive_for(name))
-    return Row(test="", metric=name, status=mv.status, unit=current.unit, better=current.better,
-               a=mv.baseline_median, b=mv.current_median,
-               change=None if mv.ratio is None else mv.ratio - 1,
-               ci_low=None if mv.ci_low is None else mv.ci_low - 1,
-               ci_high=None if mv.ci_high is None else mv.ci_high - 1,
-               tolerance=mv.tolerance, policy=mv.inconclusive, message=mv.message)
+    settings = replace(compare_settings(policy, name), looks=1)
+    c = compare_metric(name, sessions, current.trial_values, settings, better=current.better,
+                       unit=current.unit, noise=noise, inconclusive_policy=policy.inconclusive_for(name))
+    return Row(test="", metric=name, status=c.status, unit=current.unit, better=current.better,
+               a=c.baseline_median, b=c.current_median, change=c.change,
+               ci_low=None if c.ci_low is None else c.ci_low - 1,
+               ci_high=None if c.ci_high is None else c.ci_high - 1,
+               tolerance=c.tolerance, policy=c.inconclusive_policy, message=c.message)
 
 
 def compare_sides(a: Side, b: Side, policy: BaselinePolicy, policy_source: str) -> Result:
@@ -141,7 +148,11 @@ def compare_sides(a: Side, b: Side, policy: BaselinePolicy, policy_source: str) 
                 rows.append(Row(test=test, metric=name, status="NEW", unit=m.unit, better=m.better,
                                 b=m.summary.percentiles.get("p50"), message=f"{name}: recorded in B only"))
                 continue
-            row = judge(name, mb[name], a.sessions[test][name], policy)
+            if mb[name].unit != ma[name].unit:
+                rows.append(Row(test=test, metric=name, status="FAIL", unit=mb[name].unit, better=mb[name].better,
+                                message=f"{name}: unit changed from {ma[name].unit!r} (A) to {mb[name].unit!r} (B)"))
+                continue
+            row = judge(name, mb[name], a.sessions[test][name], policy, a.noise)
             row.test = test
             rows.append(row)
     return Result(a=a.label, b=b.label, rows=rows, policy_source=policy_source)
@@ -183,6 +194,7 @@ def _baseline_side(label: str, files: list[Path], root: Path, testbed: str) -> S
 
     store = BaselineStore(root, testbed)
     tests: dict[str, dict[str, MetricResult]] = {}
+    sessions: dict[str, dict[str, list[list[float]]]] = {}
     env: dict[str, Any] = {}
     for f in files:
         try:
@@ -194,17 +206,15 @@ def _baseline_side(label: str, files: list[Path], root: Path, testbed: str) -> S
             entry = store.load(tid)
             if entry is not None:
                 tests[tid] = dict(entry.metrics)
+                sessions[tid] = {n: entry.trial_values(n) for n in entry.metrics}
                 env = env or dict(entry.environment)
-    return Side(label=f"baseline {label}", kind="baseline", tests=tests,
-                sessions={tid: {n: [list(m.trial_values)] for n, m in ms.items()} for tid, ms in tests.items()},
-                environment=env)
+    return Side(label=f"baseline {label}", kind="baseline", tests=tests, sessions=sessions, environment=env,
+                noise=store.session_noise())
 
 
 def resolve_policy(args: Any, b: Side) -> tuple[BaselinePolicy, str]:
     """The baseline policy the comparison uses: ``--recipe``, else B's recorded recipe, else the defaults;
     ``--tolerance`` / ``--inconclusive`` override every metric."""
-    from dataclasses import replace
-
     from pytest_hwbench.recipe.loader import load_recipe, load_recipe_text
 
     policy, source = BaselinePolicy(), "default baseline policy"
@@ -250,7 +260,7 @@ def render_terminal(result: Result) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += ["", summary_line(result)]
     lines += [f"  {r.status} {r.test}: {r.message}" for r in result.rows
-              if r.status in (*REGRESSED, "INCONCLUSIVE")]
+              if r.status in REGRESSED or (r.status == "INCONCLUSIVE" and r.policy == "fail")]
     return "\n".join(lines) + "\n"
 
 

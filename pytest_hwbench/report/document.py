@@ -130,7 +130,11 @@ def findings(run: RunData) -> list[Finding]:
     for t in run.tests:
         if t.verdict not in ("FAIL", "WARN", "ERROR"):
             continue
-        env = t.baseline.env_diff_text if t.baseline else ""
+        env = ""
+        if t.baseline is not None and t.baseline.metrics:
+            env = f"baseline: {t.baseline.describe_sessions()} ({t.baseline.file})\n{t.baseline.env_diff_text}"
+            if t.baseline.conditions:
+                env += "\nrun conditions differ: " + "; ".join(t.baseline.conditions)
         n = len(out)
         for s in t.slo:
             if not s.passed:
@@ -272,9 +276,9 @@ def test_section(run: RunData, t: TestRecord, index: int) -> TestSection:
         p = distribution_plot(f"{key}-dist", t.name, samples, t.metrics)
         if p is not None:
             plots.append(p)
-    base_values = run.baseline_values(t.test_id)
-    if base_values:
-        p = trials_plot(f"{key}-trials", t.name, t.metrics, base_values)
+    sessions = run.baseline_sessions(t.test_id)
+    if sessions:
+        p = trials_plot(f"{key}-trials", t.name, t.metrics, sessions)
         if p is not None:
             plots.append(p)
     extras: list[ExtraSection] = []
@@ -373,9 +377,10 @@ def methodology_lines(run: RunData) -> list[str]:
         "value is the median of that trial's samples.",
         "Percentiles (p50 … p99.9) are taken over the pooled raw samples with numpy's linear method; each has an "
         f"exact percentile-bootstrap {conf * 100:g}% CI, the mean a Student-t CI.",
-        "Baseline comparison: ratio of medians of the per-trial values (this run / baseline) with a bootstrap CI, "
-        "against the metric's tolerance in its bad direction (FAIL wholly beyond, PASS wholly inside, "
-        "INCONCLUSIVE straddling).",
+        "Baseline comparison: this run's per-trial values against the stored sessions' on the log scale, allowing "
+        "for trial-to-trial noise and for the shift of a whole session; FAIL when the slowdown is beyond the "
+        "metric's tolerance and clear of that noise, PASS when its upper confidence bound is within the "
+        "tolerance, otherwise INCONCLUSIVE (the recipe's policy decides).",
         f"Every metric (TTFT, ITL, TPOT, end-to-end latency, goodput, ops/s, ...) is defined in {METRICS_DOC} of "
         "pytest-hwbench.",
     ]

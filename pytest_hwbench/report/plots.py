@@ -138,35 +138,38 @@ def distribution_plot(key: str, title: str, samples: dict[str, np.ndarray],
 
 
 def trials_plot(key: str, title: str, metrics: dict[str, MetricResult],
-                baseline: dict[str, Sequence[float]]) -> Plot | None:
-    """Per metric, the baseline's per-trial values beside this run's (one dot per trial, median as a bar)."""
-    names = [n for n in sorted(metrics) if baseline.get(n)][:MAX_PANELS]
+                sessions: dict[str, Sequence[Sequence[float]]]) -> Plot | None:
+    """Per metric, each stored baseline session's per-trial values, then this run's (one dot per trial,
+    the median as a bar): a shift of this run against the spread of the sessions is what the gate judges."""
+    names = [n for n in sorted(metrics) if sessions.get(n)][:MAX_PANELS]
     if not names:
         return None
 
     def draw() -> object:
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len(names), figsize=(2.4 * len(names) + 0.6, 2.6), squeeze=False)
+        most = max(len(sessions[n]) for n in names)
+        fig, axes = plt.subplots(1, len(names), figsize=((0.5 * most + 1.6) * len(names) + 0.6, 2.8),
+                                 squeeze=False)
         for ax, name in zip(axes[0], names, strict=True):
-            groups = (("baseline", [v for v in baseline[name] if math.isfinite(v)]),
-                      ("this run", [v for v in metrics[name].trial_values if math.isfinite(v)]))
-            for pos, (label, vals) in enumerate(groups):
-                color = PALETTE[pos]
+            groups = [(f"s{i + 1}", [v for v in s if math.isfinite(v)], PALETTE[0])
+                      for i, s in enumerate(sessions[name])]
+            groups.append(("this run", [v for v in metrics[name].trial_values if math.isfinite(v)], PALETTE[1]))
+            for pos, (_, vals, color) in enumerate(groups):
                 jitter = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else np.zeros(len(vals))
-                ax.scatter(pos + jitter, vals, color=color, s=14, zorder=3, label=label)
+                ax.scatter(pos + jitter, vals, color=color, s=14, zorder=3)
                 if vals:
-                    med = float(np.median(vals))
-                    ax.hlines(med, pos - 0.25, pos + 0.25, color=color, linewidth=2)
-            ax.set_xticks([0, 1], ["baseline", "this run"])
-            ax.set_xlim(-0.6, 1.6)
+                    ax.hlines(float(np.median(vals)), pos - 0.25, pos + 0.25, color=color, linewidth=2)
+            ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=7)
+            ax.set_xlim(-0.6, len(groups) - 0.4)
             ax.set_title(name, fontsize=9)
             ax.set_ylabel(metrics[name].unit)
         fig.suptitle(title, fontsize=9)
         fig.tight_layout()
         return fig
 
-    return Plot(key=key, caption="Per-trial values: baseline sessions vs this run (bar = median)", draw=draw)
+    return Plot(key=key, caption="Per-trial values: stored baseline sessions s1… (oldest first) vs this run "
+                                 "(bar = median)", draw=draw)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -25,106 +25,78 @@ import numpy as np
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.report.files import file_slug
+from pytest_hwbench.verdict.result import BaselineComparison, SloOutcome, TestResult
 
 RUN_FIX = "pass a run directory written by pytest-hwbench (reports/<run-id>/) or a run id under --report-dir"
 
 
-@dataclass(frozen=True)
-class SloRecord:
-    """One SLO expression evaluated on one test."""
-
-    expression: str
-    metric: str
-    stat: str
-    op: str
-    bound: float | None
-    observed: float | None
-    ci: tuple[float, float] | None
-    passed: bool
-    unit: str = ""
-    message: str = ""
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SloRecord:
-        ci = d.get("ci")
-        return cls(expression=str(d.get("expression", "")), metric=str(d.get("metric", "")),
-                   stat=str(d.get("stat", "")), op=str(d.get("op", "")), bound=_num(d.get("bound")),
-                   observed=_num(d.get("observed")),
-                   ci=(_num(ci[0]), _num(ci[1])) if isinstance(ci, list) and len(ci) == 2 else None,  # type: ignore[arg-type]
-                   passed=bool(d.get("passed")), unit=str(d.get("unit") or ""), message=str(d.get("message", "")))
-
-
-@dataclass(frozen=True)
-class BaselineMetricRecord:
-    """One metric's comparison with the baseline, as the gate judged it during the run."""
-
-    metric: str
-    status: str
-    ratio: float | None
-    ci_low: float | None
-    ci_high: float | None
-    tolerance: float | None
-    better: str
-    unit: str
-    current_median: float | None
-    baseline_median: float | None
-    message: str
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BaselineMetricRecord:
-        return cls(metric=str(d.get("metric", "")), status=str(d.get("status", "")), ratio=_num(d.get("ratio")),
-                   ci_low=_num(d.get("ci_low")), ci_high=_num(d.get("ci_high")), tolerance=_num(d.get("tolerance")),
-                   better=str(d.get("better", "lower")), unit=str(d.get("unit") or ""),
-                   current_median=_num(d.get("current_median")), baseline_median=_num(d.get("baseline_median")),
-                   message=str(d.get("message", "")))
-
-
-@dataclass(frozen=True)
-class BaselineRecord:
-    """A test's baseline outcome: status, per-metric comparisons and the environment diff."""
-
-    status: str
-    metrics: tuple[BaselineMetricRecord, ...] = ()
-    env_diff_text: str = ""
-    baseline_file: str = ""
-    saved_at: str = ""
-    message: str = ""
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, fallback_status: str = "") -> BaselineRecord | None:
-        if not d:
-            return BaselineRecord(status=fallback_status) if fallback_status else None
-        return cls(status=str(d.get("status", fallback_status)),
-                   metrics=tuple(BaselineMetricRecord.from_dict(m) for m in d.get("metrics", [])),
-                   env_diff_text=str(d.get("env_diff_text", "")), baseline_file=str(d.get("baseline_file", "")),
-                   saved_at=str(d.get("baseline_saved_at", "")), message=str(d.get("message", "")))
-
-
 @dataclass
 class TestRecord:
-    """One test of a run: identity, verdict, metrics (as the gate's ``MetricResult``), SLOs, baseline."""
+    """One test of a run: the gate's typed result (``verdict.result.TestResult``) plus what the controller
+    added when it received it (pytest outcome, duration, skip reason)."""
 
     __test__ = False  # not a pytest test class
 
-    test_id: str
-    name: str
-    params: dict[str, Any]
-    verdict: str
-    outcome: str
-    trials: int
-    duration_s: float | None
-    metrics: dict[str, MetricResult]
-    slo: list[SloRecord]
-    baseline: BaselineRecord | None
-    failures: list[str]
-    warnings: list[str]
-    extra: dict[str, Any]
+    result: TestResult
+    outcome: str = ""
+    duration_s: float | None = None
     skip_reason: str = ""
-    service_facts: dict[str, Any] = field(default_factory=dict)
+
+    # The result's fields, read through, so report code says ``t.metrics`` rather than ``t.result.metrics``.
+    @property
+    def test_id(self) -> str:
+        return self.result.test_id
+
+    @property
+    def name(self) -> str:
+        return self.result.name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.result.params
+
+    @property
+    def verdict(self) -> str:
+        return self.result.verdict
+
+    @property
+    def trials(self) -> int:
+        return self.result.trials
+
+    @property
+    def metrics(self) -> dict[str, MetricResult]:
+        return self.result.metrics
+
+    @property
+    def slo(self) -> list[SloOutcome]:
+        return self.result.slo
+
+    @property
+    def failures(self) -> list[str]:
+        return self.result.failures
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.result.warnings
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.result.extra
+
+    @property
+    def invalid(self) -> list[str]:
+        return self.result.invalid
+
+    @property
+    def baseline(self) -> BaselineComparison | None:
+        """The baseline comparison; a bare status (NO_BASELINE, SAVED) when nothing was compared."""
+        if self.result.baseline is None and self.result.baseline_status:
+            return BaselineComparison(status=self.result.baseline_status)
+        return self.result.baseline
 
     @property
     def measured(self) -> bool:
-        return bool(self.metrics)
+        return bool(self.result.metrics)
 
     @property
     def module(self) -> str:
@@ -138,20 +110,12 @@ class TestRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> TestRecord:
         try:
-            metrics = {name: MetricResult.from_dict(m) for name, m in (d.get("metrics") or {}).items()}
-        except (KeyError, ValueError, TypeError) as err:
-            raise HwbenchInputError(f"metrics of {d.get('test_id')!r} are malformed ({err})", file=source,
-                                    field="tests[].metrics", fix=RUN_FIX) from None
-        return cls(test_id=str(d["test_id"]), name=str(d.get("name") or d["test_id"].split("::")[-1]),
-                   params=dict(d.get("params") or {}), verdict=str(d.get("verdict", "?")),
-                   outcome=str(d.get("outcome", "")), trials=int(d.get("trials") or 0),
-                   duration_s=_num(d.get("duration_s")), metrics=metrics,
-                   slo=[SloRecord.from_dict(s) for s in d.get("slo") or []],
-                   baseline=BaselineRecord.from_dict(d.get("baseline"), str(d.get("baseline_status") or "")),
-                   failures=[str(x) for x in d.get("failures") or []],
-                   warnings=[str(x) for x in d.get("warnings") or []], extra=dict(d.get("extra") or {}),
-                   skip_reason=str(d.get("skip_reason") or "").removeprefix("Skipped: "),
-                   service_facts=dict(d.get("service_facts") or {}))
+            result = TestResult.from_dict(d)
+        except (KeyError, ValueError, TypeError, AttributeError) as err:
+            raise HwbenchInputError(f"the entry of {d.get('test_id')!r} is malformed ({err})", file=source,
+                                    field="tests[]", fix=RUN_FIX) from None
+        return cls(result=result, outcome=str(d.get("outcome", "")), duration_s=_num(d.get("duration_s")),
+                   skip_reason=str(d.get("skip_reason") or "").removeprefix("Skipped: "))
 
 
 @dataclass(frozen=True)
@@ -232,9 +196,10 @@ class RunData:
         return (t for t in self.tests if t.measured)
 
     # -- baseline evidence -----------------------------------------------------------------------------
-    def baseline_values(self, test_id: str) -> dict[str, list[float]]:
-        """Per-trial values of the baseline the run compared a test with (read from the baseline directory
-        recorded in ``run.json``); empty when the test had none or the file is gone or unreadable."""
+    def baseline_sessions(self, test_id: str) -> dict[str, list[list[float]]]:
+        """Per metric, the per-trial values of each stored baseline session the run compared a test with
+        (read from the baseline directory recorded in ``run.json``, so re-saved since, it shows the newer
+        history); empty when the test had none or the file is gone or unreadable."""
         t = self.test(test_id)
         if t is None or t.baseline is None or t.baseline.status in ("", "NO_BASELINE", "SAVED", "ERROR"):
             return {}
@@ -250,7 +215,7 @@ class RunData:
             return {}
         if entry is None:
             return {}
-        return {name: list(m.trial_values) for name, m in entry.metrics.items()}
+        return {name: entry.trial_values(name) for name in entry.metrics}
 
     # -- raw samples -----------------------------------------------------------------------------------
     def samples(self, test_id: str) -> dict[str, np.ndarray]:
