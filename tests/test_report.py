@@ -106,7 +106,7 @@ def test_compare_slowed_run_exit_1_naming_the_metrics(runs: dict[str, Path]) -> 
     rows = {(r["test"], r["metric"]): r for r in doc["rows"]}
     slow = rows[("test_suite.py::test_slow", "latency_ms")]
     assert slow["status"] == "FAIL" and slow["change"] == pytest.approx(0.5, abs=0.02)
-    assert slow["change_ci"][0] > 0.4 and doc["exit_code"] == 1
+    assert 0.1 < slow["change_ci"][0] < 0.5 < slow["change_ci"][1] and doc["exit_code"] == 1
     assert rows[("test_suite.py::test_slow", "ops_s")]["better"] == "higher"
     md = hwbench("compare", runs["a"], runs["b"], "--format", "md", cwd=runs["where"]).stdout
     assert md.startswith("# hwbench compare") and "| FAIL | test_suite.py::test_slow | latency_ms |" in md
