@@ -76,11 +76,13 @@ def env_for(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_suite(where: Path, *args: str, **env: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """Run the suite in ``where`` (a fresh subprocess); return the run directory it wrote."""
+def run_suite(where: Path, *args: str, mlflow: bool = False,
+              **env: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Run the suite in ``where`` (a fresh subprocess); return the run directory it wrote. With ``mlflow``
+    the session is logged to ``where/reports/mlflow.db``."""
     before = set((where / "reports").glob("*/run.json")) if (where / "reports").is_dir() else set()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--recipe", "recipe.yaml",
-                           "--no-hwbench-mlflow", *args, "test_suite.py"],
+                           *([] if mlflow else ["--no-hwbench-mlflow"]), *args, "test_suite.py"],
                           cwd=where, env=env_for(**env), capture_output=True, text=True, timeout=600)
     after = set((where / "reports").glob("*/run.json")) - before
     assert len(after) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]

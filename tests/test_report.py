@@ -27,7 +27,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     where = write_suite(tmp_path_factory.mktemp("suite"))
     a, proc = run_suite(where, HWBENCH_TEST_API_TOKEN="s3cr3t-value")
     assert proc.returncode == 1, proc.stdout[-2000:]  # the SLO at concurrency=8 fails, on purpose
-    b, _ = run_suite(where, SLOWDOWN="1.5", HWBENCH_TEST_API_TOKEN="s3cr3t-value")
+    b, _ = run_suite(where, mlflow=True, SLOWDOWN="1.5", HWBENCH_TEST_API_TOKEN="s3cr3t-value")
     rerun = hwbench("rerun", a, cwd=where, HWBENCH_TEST_API_TOKEN="s3cr3t-value")
     assert "-m pytest" in rerun.stdout, rerun.stdout + rerun.stderr
     c = next(p.parent for p in (where / "reports").glob("*/run.json")
@@ -301,3 +301,13 @@ def test_report_html_in_headless_chromium(runs: dict[str, Path]) -> None:
         shot = runs["a"] / name
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
         shutil.copy(shot, artifacts / name)
+
+
+def test_compare_a_session_fetched_from_mlflow(runs: dict[str, Path]) -> None:
+    """B was logged to MLflow (sqlite under reports/); ``mlflow:host=...`` finds it by its host tag."""
+    host = manifest(runs["b"])["fingerprint"]["hostname"]
+    proc = hwbench("compare", runs["a"], f"mlflow:host={host}", cwd=runs["where"])
+    assert proc.returncode == 1 and "latency_ms" in proc.stdout, proc.stdout + proc.stderr
+    assert f"run {runs['b'].name}" in proc.stdout
+    proc = hwbench("compare", runs["a"], "mlflow:host=no-such-box", cwd=runs["where"])
+    assert proc.returncode == 2 and "0 logged session(s)" in proc.stderr and "Traceback" not in proc.stderr

@@ -52,7 +52,8 @@ def add_subcommands(sub: Any) -> None:
     compare = sub.add_parser("compare", help="compare two runs (or a baseline and a run) with the gate's "
                                              "statistics; exit 0 ok, 1 regression, 2 usage, 3 inconclusive "
                                              "under policy fail")
-    compare.add_argument("a", help="reference: run dir, run id, 'latest', baseline file or testbed name")
+    compare.add_argument("a", help="reference: run dir, run id, 'latest', baseline file, testbed name, or "
+                                   "mlflow:host=NAME / mlflow:testbed=NAME (newest logged session)")
     compare.add_argument("b", help="candidate, same forms as A")
     compare.add_argument("--format", choices=("table", "md", "json"), default="table")
     compare.add_argument("-o", "--output", help="write the output to this file (the summary line still prints)")
@@ -61,6 +62,8 @@ def add_subcommands(sub: Any) -> None:
     compare.add_argument("--inconclusive", choices=("fail", "warn"), help="inconclusive policy for every metric")
     compare.add_argument("--report-dir", default="reports")
     compare.add_argument("--baseline-dir", default="baselines")
+    compare.add_argument("--mlflow-uri", help="for mlflow: sides (default: $MLFLOW_TRACKING_URI, else "
+                                              "sqlite under --report-dir)")
     compare.set_defaults(func=_compare)
 
     rerun = sub.add_parser("rerun", help="re-execute a recorded run (same recipe, options, tests, environment)")

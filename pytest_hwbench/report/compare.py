@@ -1,8 +1,10 @@
 """``hwbench compare A B``: two runs (or a baseline and a run) side by side, judged like the gate judges.
 
 A and B are each a run directory, a run id under ``--report-dir`` (``latest`` for the newest), a baseline
-file (``baselines/<testbed>/<module>.json``) or a testbed name (every baseline file of
-``baselines/<testbed>/``). A is the reference, B the candidate: "B regressed" means B is worse than A.
+file (``baselines/<testbed>/<module>.json``), a testbed name (every baseline file of
+``baselines/<testbed>/``), or the newest session logged to MLflow for a host or testbed
+(``mlflow:host=box7``, ``mlflow:testbed=...``; see ``mlflow_fetch``). A is the reference, B the candidate:
+"B regressed" means B is worse than A.
 
 Per test and metric, :func:`judge` calls the gate's own comparison engine with A's per-trial values as the
 stored session(s) and B's as this session's, with the tolerance and inconclusive policy of B's recipe (or
@@ -166,10 +168,21 @@ def _ordered(a: Side, b: Side) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ the sides
 
-def load_side(ref: str, report_dir: str, baseline_dir: str) -> Side:
-    """A side from a run directory / run id, a baseline file, or a testbed's baseline directory."""
+def load_side(ref: str, report_dir: str, baseline_dir: str, mlflow_uri: str | None = None) -> Side:
+    """A side from a run directory / run id, a baseline file, a testbed's baseline directory, or a session
+    logged to MLflow (``mlflow:host=...``)."""
     from pytest_hwbench.report.run_data import load_run
 
+    if ref.startswith("mlflow:"):
+        import tempfile
+
+        from pytest_hwbench.report import mlflow_fetch
+
+        uri = mlflow_uri or mlflow_fetch.default_uri(report_dir)
+        side = load_side(str(mlflow_fetch.fetch(ref, Path(tempfile.mkdtemp(prefix="hwbench-compare-")), uri=uri)),
+                         report_dir, baseline_dir)
+        side.label = f"{side.label} ({ref} at {uri})"
+        return side
     path = Path(ref)
     if path.is_file() and path.suffix == ".json":
         return _baseline_side(ref, [path], path.parent.parent, path.parent.name)
@@ -288,8 +301,8 @@ def render_json(result: Result) -> str:
 
 def main(args: Any) -> int:
     try:
-        a = load_side(args.a, args.report_dir, args.baseline_dir)
-        b = load_side(args.b, args.report_dir, args.baseline_dir)
+        a = load_side(args.a, args.report_dir, args.baseline_dir, args.mlflow_uri)
+        b = load_side(args.b, args.report_dir, args.baseline_dir, args.mlflow_uri)
         policy, source = resolve_policy(args, b)
     except HwbenchError as err:
         print(f"hwbench compare: {err}", file=sys.stderr)
