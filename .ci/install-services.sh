@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install and start what the service tests need, idempotently, as root (called by .ci/run):
-#   - Debian packages: redis-server, postgresql, docker.io, a C/C++ toolchain + cmake (for llama.cpp);
+#   - Debian packages: redis-server, postgresql, docker.io, chromium + chromium-driver (dashboard browser
+#     test), a C/C++ toolchain + cmake (for llama.cpp);
 #     system services are NOT enabled or started (the tests start their own servers on free ports);
 #   - a Docker engine: if none answers, dockerd --storage-driver=vfs in the background (log: /tmp/dockerd.log);
 #   - chromium (headless) for the report's browser check;
@@ -33,6 +34,7 @@ need_pkgs() {
   command -v g++ >/dev/null || missing+=(g++ make)
   command -v ldd >/dev/null || missing+=(libc-bin)
   command -v runuser >/dev/null || missing+=(util-linux)
+  { command -v chromium && command -v chromedriver; } >/dev/null || missing+=(chromium chromium-driver)
   echo "${missing[@]:-}"
 }
 

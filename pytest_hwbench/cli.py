@@ -4,6 +4,7 @@
 - ``hwbench testbed``                    the machine fingerprint and the testbed name baselines use
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
 - ``hwbench report | compare | rerun | export``  the report stage (``pytest_hwbench/report/commands.py``)
+- ``hwbench fleet``, ``hwbench mlflow upload``, ``hwbench dashboard``   team tools (``report/fleet_cli.py``)
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from pytest_hwbench.errors import HwbenchInputError
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -50,8 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     from pytest_hwbench.report.commands import add_subcommands
 
     add_subcommands(sub)
+    from pytest_hwbench.report import fleet_cli
+
+    fleet_cli.add_fleet_parser(sub)
+    fleet_cli.add_mlflow_parser(sub)
+    fleet_cli.add_dashboard_parser(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except HwbenchInputError as err:
+        print(f"hwbench {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

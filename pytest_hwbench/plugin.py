@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -22,9 +23,11 @@ from typing import Any
 
 import pytest
 
+from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.report import progress
+from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
 from pytest_hwbench.verdict.result import TestResult
@@ -48,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hwbench-testbed", metavar="NAME",
                     help="testbed name keying baselines (default: recipe 'testbed', else derived from "
                          "CPU model, cores, memory and GPUs)")
+    group.addoption("--hwbench-host", metavar="NAME", default=os.environ.get("HWBENCH_HOST") or None,
+                    help="host name reported for this machine (default: $HWBENCH_HOST, else the hostname); "
+                         "for a box whose hostname is not unique in the fleet")
     group.addoption("--hwbench-save-baseline", action="store_true",
                     help="write/update baselines/<testbed>/ from this run instead of comparing")
     group.addoption("--hwbench-force-baseline", action="store_true",
@@ -61,10 +67,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-hwbench-mlflow", action="store_true", help="do not log to MLflow")
     group.addoption("--hwbench-allow-parallel", action="store_true",
                     help="let timed tests overlap under xdist (default: one timed test at a time)")
-    group.addoption("--hwbench-repetitions", type=int, metavar="N",
+    group.addoption("--hwbench-repetitions", type=positive_repetitions, metavar="N",
                     help="override the recipe's repetitions (measured trials per test)")
     group.addoption("--no-hwbench-report", action="store_true",
                     help="do not write report.md/report.html (regenerate later with: hwbench report RUN)")
+    group.addoption("--hwbench-lenient", action="store_true",
+                    help="an SLO pattern matching no test or a sweep key matching no test argument is a "
+                         "warning instead of an error")
     parser.addini("hwbench_recipe", "default recipe path (relative to the ini file)", default="")
     parser.addini("hwbench_report_dir", "default report directory", default="")
     parser.addini("hwbench_mlflow", "MLflow tracking URI, or 'off'", default="")
@@ -174,6 +183,18 @@ class XdistControllerHooks:
         node.workerinput.update(self.session.services.workerinput(), hwbench_run_id=self.session.run_id)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before -k/-m deselect anything: marker keywords, SLO patterns and sweep keys that select nothing."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for text in check_collection(config, session.recipe, items):
+        if reporter is not None and not hasattr(config, "workerinput"):
+            reporter.write_line(f"pytest-hwbench: warning: {text}", yellow=True)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     session = get_session(item.config)
     for name in session.service_names(item):
@@ -198,7 +219,8 @@ def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Warm-up, then rounds of ``repetitions`` trials: after each round the verdict is judged, and while a
     baseline comparison is INCONCLUSIVE another round runs, up to ``baseline.reruns`` extra rounds and
-    ``baseline.max_seconds`` (the comparison splits its false-FAIL budget over those planned looks)."""
+    ``baseline.max_seconds`` (the FAIL boundary of each look accounts for the repeated looks). Saving a
+    baseline runs every round."""
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
@@ -223,19 +245,20 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             recorder.begin_trial(reps - 1)
             progress.begin_trial(reps - 1, reps)
             result = yield
-            verdict, payload = session.judge(item, recorder, conditions)
-            rounds = policy.reruns
-            while rounds > 0 and session.wants_more_trials(verdict):
-                spent = time.monotonic() - started
-                per_round = spent / max(recorder.trial_count // reps, 1)
-                if spent + per_round > policy.max_seconds:
+            verdict, payload = session.judge(item, recorder, conditions, look=0)
+            # Saving a baseline spends the whole budget: a stored session is compared many times.
+            saving = session.options.save_baseline
+            for look in range(1, policy.reruns + 1):
+                if not (saving or session.wants_more_trials(verdict)):
                     break
-                rounds -= 1
+                spent = time.monotonic() - started
+                if spent + spent / look > policy.max_seconds:
+                    break
                 for _ in range(reps):
                     progress.begin_trial(recorder.trial_count, recorder.trial_count + 1)
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
-                verdict, payload = session.judge(item, recorder, conditions)
+                verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)
@@ -280,6 +303,7 @@ def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    redact_report(report)  # terminal and JUnit render from the report
     if call.when == "call":
         payload = item.stash.get(PAYLOAD_STASH, None)
         if payload is not None:
@@ -329,3 +353,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
+    if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
+        terminalreporter.write_line(hw.writer.error, red=True, bold=True)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Never walk the report directory during collection (thousands of run files, nothing to collect)."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None and collection_path == session.options.report_dir:
+        return True
+    return None

@@ -63,6 +63,8 @@ class ServiceHub:
             self._errors[name] = ("unavailable", str(err))
         except (ServiceStartError, HwbenchInputError) as err:
             self._errors[name] = ("error", str(err))
+        except OSError as err:  # its log or work directory cannot be written (full disk, bad report dir)
+            self._errors[name] = ("error", f"cannot start: {err}")
 
     def start_all(self) -> None:
         """Controller under xdist: start every recipe service now (failures are handed to the workers)."""

@@ -27,7 +27,7 @@ from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
-from pytest_hwbench.report.redact import redact
+from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.result import TestResult
@@ -118,6 +118,7 @@ class HwbenchSession:
         self.config = config
         self.options = Options.from_config(config)
         self.recipe = load_session_recipe(self.options.recipe_path)
+        register_secrets(self.recipe.secret_values)  # service logs, pid records and errors mask them too
         workerinput = getattr(config, "workerinput", None)
         # Workers use the controller's run id so service logs and results land in one run directory.
         self.run_id = (workerinput or {}).get("hwbench_run_id") or new_run_id()
@@ -141,7 +142,9 @@ class HwbenchSession:
     def fingerprint(self) -> dict[str, Any]:
         from pytest_hwbench.measure.fingerprint import collect_fingerprint
 
-        return collect_fingerprint(self.config.rootpath)
+        fp = collect_fingerprint(self.config.rootpath)
+        host = self.config.getoption("hwbench_host", None)
+        return {**fp, "hostname": host} if host else fp
 
     @cached_property
     def testbed(self) -> str:
@@ -203,8 +206,8 @@ class HwbenchSession:
         exprs += [parse_slo(text, f"@pytest.mark.hwbench(slo=...) on {item.nodeid}") for text in marker_slo]
         return exprs
 
-    def judge(self, item: pytest.Item, recorder: Recorder,
-              conditions: dict[str, Any] | None = None) -> tuple[TestResult, dict[str, Any]]:
+    def judge(self, item: pytest.Item, recorder: Recorder, conditions: dict[str, Any] | None = None,
+              look: int = 0) -> tuple[TestResult, dict[str, Any]]:
         """Build the typed result of a finished measurement (SLOs, baseline, validity) and decide it.
         Returns the result and the payload (plain JSON) that travels to the controller."""
         from pytest_hwbench.verdict.decide import decide
@@ -226,8 +229,8 @@ class HwbenchSession:
         result.service_facts = self.services.facts(self.service_names(item))
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
-            result.baseline = self._compare_baseline(item, metrics, self.environment(result.service_facts,
-                                                                                     conditions))
+            result.baseline = self._compare_baseline(
+                item, metrics, self.environment(result.service_facts, conditions), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
         decide(result, require_baseline=self.require_baseline)
@@ -237,7 +240,7 @@ class HwbenchSession:
         return result, payload
 
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
-                          environment: dict[str, Any]) -> Any:
+                          environment: dict[str, Any], look: int) -> Any:
         from pytest_hwbench.measure.fingerprint import conditions_differ
         from pytest_hwbench.verdict.baseline import compare_test
         from pytest_hwbench.verdict.result import BaselineComparison
@@ -256,7 +259,8 @@ class HwbenchSession:
                         "(save one with --hwbench-save-baseline)")
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
         differ = conditions_differ(stored, environment.get("conditions") or {})
-        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ)
+        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
+                            look=look)
 
     @staticmethod
     def wants_more_trials(result: TestResult) -> bool:
@@ -361,6 +365,10 @@ class HwbenchSession:
                 self.baseline_written = sorted(self._to_save)
             except HwbenchInputError as err:  # an existing file is broken: keep it, say so
                 self.baseline_error = f"baselines not saved: {err}"
+            except OSError as err:  # full disk, read-only checkout: the old files stay (atomic writes)
+                self.baseline_error = (f"baselines not saved: {err.strerror or err} in {self.baseline_dir} "
+                                       "(fix: free disk space or make the baseline directory writable; "
+                                       "the previous baselines are unchanged)")
         manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
         self.writer.write_manifest(manifest)
         self.writer.close()
@@ -385,8 +393,11 @@ class HwbenchSession:
 
         outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, list(self.results.values()),
                               [self.writer.dir / "results.json", self.writer.dir / "run.json"],
-                              self.recipe.secret_values)
+                              self.recipe.secret_values, probe_timeout_s=self.recipe.mlflow.probe_timeout_s,
+                              probe_retries=self.recipe.mlflow.probe_retries)
         self.mlflow_warning = outcome.warning
+        if not outcome.ok and outcome.warning:
+            self.mlflow_warning += f" (log it later: hwbench mlflow upload {self.writer.dir})"
         self.mlflow_run_id = outcome.parent_run_id if outcome.ok else None
 
 

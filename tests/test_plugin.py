@@ -8,8 +8,9 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from pytest_hwbench.report.files import read_samples
 
 NO_MLFLOW = "--no-hwbench-mlflow"
 
@@ -63,7 +64,7 @@ def test_records_metrics_and_writes_reports(pytester: pytest.Pytester) -> None:
     assert thr["better"] == "higher" and thr["unit"] == "op/s" and len(thr["trial_values"]) == 3
     assert thr["summary"]["count"] == 60 and 95 < thr["summary"]["p50"] < 105
     assert r["metrics"]["latency_ms"]["better"] == "lower"
-    samples = np.load(next((rd / "samples").glob("*n_1*.npz")))
+    samples = read_samples(rd)["test_a.py::test_synthetic[n=1]"]
     assert samples["throughput"].shape == (60,)
     lines = (rd / "results.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["test_id"] for line in lines)
@@ -132,13 +133,27 @@ def test_marker_slo_and_unknown_metric(pytester: pytest.Pytester) -> None:
         @pytest.mark.hwbench(slo=["nope.p99 < 5"])
         def test_unknown(hwbench):
             hwbench.record("x", 1.0)
+    """)
+    res = pytester.runpytest(NO_MLFLOW)
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(["*nope*did not record*"])
+
+
+def test_bad_marker_is_an_error_before_any_test_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_d="""
+        import pytest
         @pytest.mark.hwbench(slo=["x.p99 <<< 5"])
         def test_bad_syntax(hwbench):
             hwbench.record("x", 1.0)
+        @pytest.mark.hwbench(repetition=5)
+        def test_typo(hwbench):
+            hwbench.record("x", 1.0)
     """)
     res = pytester.runpytest(NO_MLFLOW)
-    res.assert_outcomes(passed=1, failed=2)
-    res.stdout.fnmatch_lines(["*nope*did not record*", "*x.p99 <<< 5*"])
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines([
+        "*test_d.py::test_bad_syntax: @pytest.mark.hwbench: slo[[]0]: cannot parse SLO 'x.p99 <<< 5'*",
+        "*test_d.py::test_typo: @pytest.mark.hwbench: repetition: unknown key, did you mean 'repetitions'?"])
 
 
 def test_recording_nothing_and_nan_fail(pytester: pytest.Pytester) -> None:

@@ -27,7 +27,10 @@ SRC = "recipes/x.yaml"
 
 
 def load(text: str, env: dict[str, str] | None = None):
-    return load_recipe_text(textwrap.dedent(text), SRC, env=env or {})
+    text = textwrap.dedent(text)
+    if text.strip() and not text.lstrip().startswith(("-", "just", "#")) and "version:" not in text:
+        text = "version: 1\n" + text  # required; the tests below are about the other keys
+    return load_recipe_text(text, SRC, env=env or {})
 
 
 def error(text: str, env: dict[str, str] | None = None) -> HwbenchInputError:
@@ -69,6 +72,7 @@ services:
     kind: vllm
     backend: docker
     image: vllm/vllm-openai:v0.6.0
+    model: meta-llama/Llama-3.1-8B
     args: [--max-model-len, "8192"]
   cache: {kind: redis}
 mlflow:
@@ -96,7 +100,8 @@ def test_full_recipe_builds_the_model():
     assert b.inconclusive_for("itl_ms") == "fail"
     llm = r.services["llm"]
     assert (llm.name, llm.kind, llm.backend) == ("llm", "vllm", "docker")
-    assert llm.settings == {"image": "vllm/vllm-openai:v0.6.0", "args": ["--max-model-len", "8192"]}
+    assert llm.settings == {"image": "vllm/vllm-openai:v0.6.0", "model": "meta-llama/Llama-3.1-8B",
+                            "args": ["--max-model-len", "8192"]}
     assert r.services["cache"].backend == "process"  # the default backend
     assert (r.mlflow.tracking_uri, r.mlflow.experiment, r.mlflow.enabled) == (
         "http://mlflow:5000", "upgrades", False)
@@ -106,9 +111,15 @@ def test_full_recipe_builds_the_model():
     assert r.secret_values == frozenset()
 
 
+def test_version_is_required():
+    assert load("version: 1\n").repetitions == 3
+    with pytest.raises(HwbenchInputError, match="version: required key is missing"):
+        load_recipe_text("repetitions: 2\n", SRC, env={})
+
+
 def test_minimal_recipe_takes_model_defaults_and_name_from_file_stem(tmp_path):
     path = tmp_path / "my-box.yaml"
-    path.write_text("repetitions: 2\n")
+    path.write_text("version: 1\nrepetitions: 2\n")
     r = load_recipe(path)
     assert (r.name, r.repetitions, r.warmup, r.services, r.slo, r.sweep) == ("my-box", 2, 0, {}, {}, {})
     assert r.path == str(path) and r.baseline.tolerance == 0.05 and r.mlflow.enabled is True
@@ -173,12 +184,12 @@ def test_malformed_yaml_reports_line_and_column():
     err = error("name: x\nrepetitions: 3\nslo: [a, b\nwarmup: 1\n")
     assert err.file == SRC and str(err).startswith(f"{SRC}: line ")
     assert "invalid YAML" in str(err) and "fix:" in str(err)
-    err = error("name: x\nservices:\n  llm: kind: vllm\n")
+    err = error("name: x\nservices:\n  llm: kind: vllm\nversion: 1\n")
     assert err.field == "line 3, column 12"
 
 
 def test_duplicate_key_is_an_error():
-    err = error("slo:\n  a: x < 1\nrepetitions: 3\nslo:\n  b: y < 1\n")
+    err = error("slo:\n  a: x < 1\nrepetitions: 3\nslo:\n  b: y < 1\nversion: 1\n")
     assert err.field == "line 4, column 1" and "duplicate key 'slo'" in str(err)
 
 
@@ -231,8 +242,19 @@ def test_unknown_key_suggests_the_closest():
     ("sweep: {concurrency: 8}", "sweep.concurrency: 8 is not a non-empty list of scalars"),
     ("sweep: {concurrency: [1, {a: 1}]}", "sweep.concurrency[1]: {'a': 1} is not a scalar"),
     ("sweep: {my-arg: [1]}", "sweep.my-arg: key 'my-arg' is not a Python identifier"),
-    ("slo: {test_a: ['x < 1', '']}", "slo.test_a[1]: '' is not a non-empty string"),
-    ("slo: {test_a: 3}", "slo.test_a: 3 is not a non-empty string or a list of non-empty strings"),
+    ("slo: {test_a: ['x < 1', '']}", "slo.test_a[1]: '' is not an SLO expression"),
+    ("slo: {test_a: 3}", "slo.test_a: 3 is not an SLO expression or a list of SLO expressions"),
+    ("slo: {test_a: 'ttft_ms.p99 < 1.0e999'}", "slo.test_a: SLO 'ttft_ms.p99 < 1.0e999' has a bound that"),
+    ("slo: {test_a: 'ttft_ms.p99 <'}", "slo.test_a: cannot parse SLO 'ttft_ms.p99 <'"),
+    ("repetitions: 1000000000000000000000000000000", "repetitions: 1000000000000000000000000000000 is more"),
+    ("services: {db: {kind: mongodb}}", "services.db.kind: unknown service kind 'mongodb' (fix: use one of"),
+    ("services: {db: {kind: redis, backnd: docker}}", "services.db.backnd: unknown key, did you mean 'backend'?"),
+    ("services: {db: {kind: redis, startup_timout: 3}}",
+     "services.db.startup_timout: unknown key, did you mean 'startup_timeout'?"),
+    ("services: {db: {kind: redis, port: 99999}}", "services.db.port: 99999 is more than the maximum 65535"),
+    ("services: {db: {kind: redis, startup_timeout: -1}}", "services.db.startup_timeout: -1 is not a number > 0"),
+    ("settings: {llm: {prompt_token: 5}}", "settings.llm.prompt_token: unknown LLM benchmark setting"),
+    ("settings: {redis: {vaule_size: 5}}", "settings.redis.vaule_size: unknown key, did you mean 'value_size'?"),
     ("slo: [a]", "slo: ['a'] is not a mapping of node-id pattern to SLO expressions"),
     ("services: {llm: {backend: docker}}",
      "services.llm.kind: required key is missing (fix: add kind: <service kind>, e.g. kind: vllm)"),
@@ -337,11 +359,12 @@ def test_secrets_are_captured_and_kept_out_of_text_and_errors():
            "AUTH_HEADER": "", "ROOT_SECRET": "s3cr3t"}
     r = load("""\
         services:
-          llm: {kind: vllm, token: "${HF_TOKEN}", model: "${MODEL}", key: "${api_key}", h: "${AUTH_HEADER}"}
-          db: {kind: postgres, dsn: "postgres://u:${DB_PASSWORD}@db/x", pw2: "${SOME_PASSWD:-dflt}"}
+          llm: {kind: vllm, hf_token: "${HF_TOKEN}", model: "${MODEL}", served_model_name: "${api_key}",
+                dtype: "${AUTH_HEADER}"}
+          db: {kind: postgres, database: "postgres://u:${DB_PASSWORD}@db/x", user: "${SOME_PASSWD:-dflt}"}
         """, env=env)
     assert r.secret_values == frozenset({"hf_abcdef", "hunter22", "k-1"})  # not MODEL, empty, or default
-    assert r.services["llm"].settings["token"] == "hf_abcdef"
+    assert r.services["llm"].settings["hf_token"] == "hf_abcdef"
     assert "hf_abcdef" not in r.text and "hunter22" not in r.text
     err = error("repetitions: ${ROOT_SECRET}\n", env=env)  # error messages reach CI logs too
     assert "s3cr3t" not in str(err) and str(err) == f"{SRC}: repetitions: '***' is not an integer >= 1"
@@ -359,7 +382,7 @@ def test_secret_names(name, secret):
 def test_load_recipe_reads_os_environ_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("HWBENCH_TEST_REPS", "4")
     path = tmp_path / "r.yaml"
-    path.write_text("repetitions: ${HWBENCH_TEST_REPS}\n")
+    path.write_text("version: 1\nrepetitions: ${HWBENCH_TEST_REPS}\n")
     assert load_recipe(path).repetitions == 4
 
 
@@ -386,9 +409,9 @@ def test_validate_cmd_ok_and_errors(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(FULL)
     plain = tmp_path / "plain.yaml"
-    plain.write_text("repetitions: 1\nservices: {r: {kind: redis}}\nslo: {t: 'a < 1'}\n")
+    plain.write_text("version: 1\nrepetitions: 1\nservices: {r: {kind: redis}}\nslo: {t: 'a < 1'}\n")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("services:\n  llm: {kind: vllm, backend: dokcer}\nrepetiton: 1\n")
+    bad.write_text("version: 1\nservices:\n  llm: {kind: vllm, backend: dokcer}\nrepetiton: 1\n")
 
     out = io.StringIO()
     assert validate_cmd.run([str(good), str(plain)], out=out) == 0

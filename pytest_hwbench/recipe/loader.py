@@ -21,10 +21,11 @@ from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.interpolate import interpolate_tree
 from pytest_hwbench.recipe.model import BaselinePolicy, MetricPolicy, MlflowSettings, Recipe, ServiceSpec
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
+from pytest_hwbench.report.redact import Redactor, secrets_in_tree
+from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
 
 DEFAULT_SOURCE = "<embedded default>"
 MISSING_FILE_FIX = "pass an existing file to --recipe or fix the hwbench_recipe ini value"
-_MASK = "***"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -63,7 +64,7 @@ _StrictLoader.yaml_implicit_resolvers = {
 
 def _parse(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # _StrictLoader is a SafeLoader subclass
+        return compose_bounded(text, _StrictLoader, source)  # a SafeLoader subclass, bounded
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
@@ -77,22 +78,18 @@ def _parse(text: str, source: str) -> Any:
                "'{', '[', '*', '&', '!', '%', '@'")
         raise HwbenchInputError(f"invalid YAML: {problem}", file=source, field=where, fix=fix) from None
     except yaml.YAMLError as err:
-        raise HwbenchInputError(f"invalid YAML: {err}", file=source) from None
+        raise HwbenchInputError(f"invalid YAML: {' '.join(str(err).split())}", file=source,
+                                fix="save the recipe as plain UTF-8 text without control characters") from None
+    except (ValueError, OverflowError) as err:  # e.g. an integer literal of 5000 digits
+        raise HwbenchInputError(f"invalid value: {str(err)[:200]}", file=source,
+                                fix="write numbers of reasonable size") from None
 
 
 def _redact(issues: list[Issue], secrets: set[str]) -> list[Issue]:
     """Mask secret values an error message might quote (``'hunter2' is not an integer``): errors reach
     terminals and CI logs just like reports do."""
-    if not secrets:
-        return issues
-    ordered = sorted(secrets, key=len, reverse=True)  # a secret containing another is masked whole
-    out = []
-    for issue in issues:
-        problem = issue.problem
-        for secret in ordered:
-            problem = problem.replace(secret, _MASK)
-        out.append(Issue(issue.field, problem, issue.fix))
-    return out
+    redactor = Redactor(secrets)
+    return [Issue(issue.field, redactor.text(issue.problem), issue.fix) for issue in issues]
 
 
 def _document_order(data: Any) -> dict[str, int]:
@@ -152,7 +149,8 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
         name=clean.get("name") or Path(source).stem,
         text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        secret_values=frozenset(secrets),
+        secret_values=frozenset(secrets | secrets_in_tree(clean.get("services")) | secrets_in_tree(
+            clean.get("settings")) | secrets_in_tree(clean.get("mlflow"))),
         **kwargs,
     )
 
@@ -179,7 +177,8 @@ def load_recipe(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     """Load the recipe file at ``path`` (messages name it as given, e.g. ``recipes/vllm.yaml``)."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        text = read_bounded(source, MAX_YAML_BYTES, what="the recipe",
+                            fix="pass a recipe file (a few KiB of YAML)").decode("utf-8")
     except FileNotFoundError:
         raise HwbenchInputError("recipe file not found", file=source, fix=MISSING_FILE_FIX) from None
     except IsADirectoryError:

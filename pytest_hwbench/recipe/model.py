@@ -40,7 +40,7 @@ class BaselinePolicy:
     dir: str = "baselines"
     tolerance: float = 0.05
     inconclusive: InconclusivePolicy = "warn"
-    reruns: int = 2
+    reruns: int = 5
     stale_factor: float = 2.0
     confidence: float = 0.95
     require: bool = False
@@ -74,6 +74,9 @@ class MlflowSettings:
     tracking_uri: str | None = None
     experiment: str = "hwbench"
     enabled: bool = True
+    #: how long the first answer of a tracking server may take, and how many more tries (with backoff)
+    probe_timeout_s: float = 3.0
+    probe_retries: int = 0
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def _as_int(value: object) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+    if isinstance(value, str) and len(value) < 40 and _INT_RE.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
@@ -158,7 +158,10 @@ class Spec:
 
 @dataclass(frozen=True)
 class Int(Spec):
+    """An integer; ``max`` bounds what a hang would otherwise wait out (``repetitions: 10**30``)."""
+
     min: int | None = None
+    max: int | None = None
 
     def describe(self) -> str:
         return "an integer" + (f" >= {self.min}" if self.min is not None else "")
@@ -167,6 +170,10 @@ class Int(Spec):
         number = _as_int(value)
         if number is None or (self.min is not None and number < self.min):
             return self._bad(value, path, issues)
+        if self.max is not None and number > self.max:
+            issues.append(Issue(path or None, f"{show(value)} is more than the maximum {self.max}",
+                                f"use at most {self.max}"))
+            return INVALID
         return number
 
 
@@ -320,6 +327,9 @@ class ListOf(Spec):
             if self.single:
                 scratch: list[Issue] = []
                 result = self.item.check(value, path, scratch)
+                if result is INVALID and isinstance(value, str) and value.strip():
+                    issues.extend(scratch)  # a string that is the right type but wrong content: say why
+                    return INVALID
                 return self._bad(value, path, issues) if result is INVALID else [result]
             return self._bad(value, path, issues)
         if self.nonempty and not value:
@@ -432,7 +442,161 @@ class Record(Spec):
         return Issue(join(path, key), "unknown key", f"remove it; keys allowed here: {self._known()}")
 
 
+# ------------------------------------------------------------------------------------- domain-specific specs
+
+
+@dataclass(frozen=True)
+class SloText(Spec):
+    """An SLO expression, parsed when the recipe (or marker) loads, not minutes later after a measurement.
+
+    The cleaned value stays the text (``Recipe.slo`` holds strings); parsing here only proves it parses.
+    """
+
+    fix = "write e.g. 'ttft_ms.p99 < 500'"
+
+    def describe(self) -> str:
+        return "an SLO expression"
+
+    def _check(self, value: Any, path: str, issues: list[Issue]) -> Any:
+        from pytest_hwbench.verdict.slo import parse_slo
+
+        if not isinstance(value, str) or not value.strip():
+            return self._bad(value, path, issues)
+        try:
+            expr = parse_slo(value, path)
+        except HwbenchInputError as err:
+            issues.append(Issue(path or None, err.problem, err.fix))
+            return INVALID
+        if not math.isfinite(expr.bound) or abs(expr.bound) > 1e300:
+            issues.append(Issue(path or None, f"SLO {value!r} has a bound that is not a finite number",
+                                "write a finite bound, e.g. 'ttft_ms.p99 < 500'"))
+            return INVALID
+        return value
+
+
+@dataclass(frozen=True)
+class Args(Spec):
+    """Command-line arguments: one string split on whitespace, or a list of scalars."""
+
+    def describe(self) -> str:
+        return "a list of arguments (or one string)"
+
+    def _check(self, value: Any, path: str, issues: list[Issue]) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                                           for v in value):
+            return value
+        return self._bad(value, path, issues, fix='write args: ["--flag", "value"]')
+
+
+def _service_setting_specs() -> dict[str, dict[str, Spec]]:
+    """Typed specs of the settings every service kind accepts, per backend ("*" = every backend)."""
+    port = Int(min=1, max=65535)
+    return {
+        "*": {"args": Args(), "env": MapOf(Nullable(Scalar()), what="a mapping of variable name to value"),
+              "health": Json(), "startup_timeout": Float(gt=0, lt=86401)},
+        "process": {"binary": Str(nonempty=True), "port": port, "run_as": Str(nonempty=True)},
+        "docker": {"image": Str(nonempty=True), "command": Args(), "container_port": port, "port": port,
+                   "volumes": Json(), "gpus": Json(), "pull": Enum(("missing", "never", "always")),
+                   "shm_size": Scalar()},
+        "external": {"url": Str(nonempty=True),
+                     "extra": MapOf(Json(), what="a mapping of endpoint field to value")},
+    }
+
+
+@dataclass(frozen=True)
+class ServiceEntry(Spec):
+    """One ``services.<name>`` entry: ``kind`` from the catalog, ``backend``, then the settings that kind
+    declares for that backend (typed where the catalog types them, free plain data otherwise)."""
+
+    def describe(self) -> str:
+        return "a mapping"
+
+    def _check(self, value: Any, path: str, issues: list[Issue]) -> Any:
+        from pytest_hwbench.services.catalog import kinds
+
+        head = Record({"kind": Str(nonempty=True), "backend": Enum(BACKENDS)}, required=("kind",), extra=Json(),
+                      required_fix={"kind": "add kind: <service kind>, e.g. kind: vllm"})
+        cleaned = head.check(value, path, issues)
+        if cleaned is INVALID:
+            return INVALID
+        catalog = kinds()
+        kind = catalog.get(cleaned["kind"])
+        if kind is None:
+            match = difflib.get_close_matches(cleaned["kind"], list(catalog), n=1, cutoff=0.6)
+            hint = f"did you mean '{match[0]}'? " if match else ""
+            issues.append(Issue(join(path, "kind"), f"unknown service kind {cleaned['kind']!r}",
+                                f"{hint}use one of {', '.join(catalog)}"))
+            return INVALID
+        backend = cleaned.get("backend", "process")
+        typed = _service_setting_specs()
+        specs: dict[str, Spec] = {name: Json() for name in kind.known_settings(backend)}
+        specs.update(typed["*"])
+        specs.update(typed.get(backend, {}))
+        specs.update(getattr(kind, "setting_specs", {}))
+        specs = {k: v for k, v in specs.items() if k in kind.known_settings(backend)}
+        required = tuple(kind.required.get(backend, ()))
+        known = kind.known_settings(backend)
+        body = Record({"kind": Str(), "backend": Str(), **specs}, required=required,
+                      required_fix={k: f"add {k}: <{known.get(k, 'value')}>" for k in required})
+        checked = body.check(value, path, issues)
+        if checked is INVALID:
+            return INVALID
+        # A required key given as ``${VAR:-}`` (empty) is left to start-up, which skips naming the variable:
+        # the recipe is valid, this machine lacks the piece.
+        return checked
+
+
+#: Keys of ``settings.redis`` / ``settings.postgres``: what the client reads plus what the shipped
+#: benchmarks read (sizes of the measured window, worker processes).
+_KV_BENCH_KEYS = ("duration_s", "requests", "warmup_requests", "workers")
+
+
+def _section_keys(section: str) -> tuple[str, ...]:
+    if section == "redis":
+        from pytest_hwbench.workloads.redis_client import SETTINGS as REDIS
+
+        return (*REDIS, *_KV_BENCH_KEYS)
+    from pytest_hwbench.workloads.postgres_client import SETTINGS as POSTGRES
+
+    return (*POSTGRES, *_KV_BENCH_KEYS)
+
+
+@dataclass(frozen=True)
+class Settings(Spec):
+    """``settings``: free plain data at the top level, and declared sections whose keys and values are
+    checked at load: ``llm`` (the LLM benchmark), ``redis`` and ``postgres`` (the data-service clients)."""
+
+    def describe(self) -> str:
+        return "a mapping of setting name to value"
+
+    def _check(self, value: Any, path: str, issues: list[Issue]) -> Any:
+        cleaned = MapOf(Json(), what=self.describe()).check(value, path, issues)
+        if cleaned is INVALID:
+            return INVALID
+        ok = True
+        if isinstance(cleaned.get("llm"), dict):
+            from pytest_hwbench.workloads.llm_bench import parse_llm_settings
+
+            try:
+                parse_llm_settings(cleaned["llm"])
+            except HwbenchInputError as err:
+                issues.append(Issue(err.field or join(path, "llm"), err.problem, err.fix))
+                ok = False
+        for section in ("redis", "postgres"):
+            if isinstance(cleaned.get(section), dict):
+                known = _section_keys(section)
+                record = Record(dict.fromkeys(known, Json()))
+                ok = record.check(cleaned[section], join(path, section), issues) is not INVALID and ok
+        return cleaned if ok else INVALID
+
+
 # ------------------------------------------------------------------------------------------ recipe schema
+
+#: Upper bounds that keep a typo (``repetitions: 1000000000``) from hanging a run for days.
+MAX_REPETITIONS = 100_000
+MAX_WARMUP = 10_000
 
 _TOLERANCE = Float(gt=0, lt=1)
 _INCONCLUSIVE = Enum(INCONCLUSIVE_POLICIES)
@@ -443,47 +607,56 @@ BASELINE: Final = Record({
     "dir": Str(nonempty=True),
     "tolerance": _TOLERANCE,
     "inconclusive": _INCONCLUSIVE,
-    "reruns": Int(min=0),
-    "stale_factor": Float(ge=1),
+    "reruns": Int(min=0, max=100),
+    "stale_factor": Float(ge=1, lt=1e6),
     "confidence": Float(gt=0.5, lt=1),
     "require": Bool(),
     "metrics": MapOf(METRIC_POLICY, what="a mapping of metric name to {tolerance, inconclusive}"),
-    "sessions": Int(min=1),
+    "sessions": Int(min=1, max=10_000),
     "session_noise": Float(ge=0, lt=1),
-    "max_seconds": Float(gt=0),
+    "max_seconds": Float(gt=0, lt=1e7),
 })
 
-# Only kind/backend are validated here: each service kind's own settings are checked by the services stage.
-SERVICE: Final = Record(
-    {"kind": Str(nonempty=True), "backend": Enum(BACKENDS)},
-    required=("kind",), extra=Json(),
-    required_fix={"kind": "add kind: <service kind>, e.g. kind: vllm"},
-)
+SERVICE: Final = ServiceEntry()
 
 MLFLOW: Final = Record({
     "tracking_uri": Nullable(Str(nonempty=True), empty_is_null=True),
     "experiment": Str(nonempty=True),
     "enabled": Bool(),
+    "probe_timeout_s": Float(gt=0, lt=3600),
+    "probe_retries": Int(min=0),
 })
+
+SWEEP: Final = MapOf(ListOf(Scalar(), nonempty=True),
+                     key=Key("a Python identifier", identifier=True,
+                             fix="sweep keys are the benchmark's argument names"),
+                     what="a mapping of argument name to a list of values")
 
 RECIPE: Final = Record({
     "version": Enum((1,), base=Int(), fix="this pytest-hwbench reads recipe format version 1"),
     "name": Str(nonempty=True),
     "description": Str(),
     "testbed": Nullable(Str(nonempty=True), empty_is_null=True),
-    "repetitions": Int(min=1),
-    "warmup": Int(min=0),
-    "sweep": MapOf(ListOf(Scalar(), nonempty=True),
-                   key=Key("a Python identifier", identifier=True,
-                           fix="sweep keys are the benchmark's argument names"),
-                   what="a mapping of argument name to a list of values"),
-    "slo": MapOf(ListOf(Str(nonempty=True), single=True),
+    "repetitions": Int(min=1, max=MAX_REPETITIONS),
+    "warmup": Int(min=0, max=MAX_WARMUP),
+    "sweep": SWEEP,
+    "slo": MapOf(ListOf(SloText(), single=True),
                  what="a mapping of node-id pattern to SLO expressions"),
     "baseline": BASELINE,
     "services": MapOf(SERVICE, what="a mapping of service name to {kind, backend, ...}"),
     "mlflow": MLFLOW,
-    "settings": MapOf(Json(), what="a mapping of setting name to value"),
-}, what="a mapping")
+    "settings": Settings(),
+}, required=("version",), what="a mapping", required_fix={"version": "add 'version: 1' as the first line"})
+
+#: ``@pytest.mark.hwbench(...)`` keywords, declared once like the recipe's (checked at collection).
+MARKER: Final = Record({
+    "slo": ListOf(SloText(), single=True),
+    "repetitions": Int(min=1, max=MAX_REPETITIONS),
+    "warmup": Int(min=0, max=MAX_WARMUP),
+    "service": Str(nonempty=True),
+    "services": ListOf(Str(nonempty=True), single=True),
+    "sweep": SWEEP,
+}, what="keyword arguments")
 
 
 def validate(data: Any) -> tuple[dict[str, Any] | None, list[Issue]]:

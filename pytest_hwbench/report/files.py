@@ -3,24 +3,33 @@
 Layout (README "Reports"):
 - ``run.json``      run manifest: recipe (text + sha256), command line, fingerprint, testbed, git, status
 - ``results.jsonl`` one line per finished test, appended as tests finish, so a killed run keeps its results
-- ``results.json``  all results, rewritten atomically at session end (``complete`` false when interrupted)
-- ``samples/<test>.npz`` raw samples per test (numpy arrays named by metric)
+- ``results.json``  all results, written atomically once, at session end (``complete`` false when interrupted)
+- ``samples.bin``   raw samples of every test, appended as little-endian float64, with ``samples.jsonl``
+                    (one line per test and metric: offset and count); read them with :func:`read_samples`
+
+Why one samples file per run: a compressed ``.npz`` per test cost ~250 µs and one file each (issue #14).
+
+Why writes never raise: a full disk or an unusable ``--hwbench-report-dir`` must not lose the run — the tests
+keep running and the verdicts still print. The first storage fault is kept as one clear message
+(:attr:`RunWriter.error`), later writes are skipped, and files written before stay intact (atomic writes).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from pytest_hwbench.atomic import write_bytes_atomic, write_json_atomic
+from pytest_hwbench.atomic import write_json_atomic
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -40,32 +49,100 @@ def file_slug(test_id: str, limit: int = 120) -> str:
 
 class RunWriter:
     """Writes one run's files. Created lazily, on the first result, so a session in which no test used
-    hwbench leaves nothing behind."""
+    hwbench leaves nothing behind. No method raises for a storage fault (see the module docstring)."""
 
     def __init__(self, root: Path, run_id: str) -> None:
         self.dir = root / run_id
         self.run_id = run_id
-        (self.dir / "samples").mkdir(parents=True, exist_ok=True)
+        self.error: str | None = None
+        self.skipped: list[str] = []
+        self._jsonl: Any = None
+        self._samples: Any = None
+        self._index: Any = None
+        self._offset = 0
+        self._guard("the run directory", self._open)
+
+    def _open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.dir / "results.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (kept open)
 
-    def write_manifest(self, manifest: dict[str, Any]) -> Path:
-        return write_json_atomic(self.dir / "run.json", manifest)
+    def _guard(self, what: str, action: Callable[[], T]) -> T | None:
+        """Run one write; on a storage fault remember the first error, skip what follows, return None."""
+        if self.error is not None:
+            self.skipped.append(what)
+            return None
+        try:
+            return action()
+        except (OSError, ValueError) as err:  # ValueError: a write to a file closed after a fault
+            reason = getattr(err, "strerror", None) or str(err)
+            self.error = (f"pytest-hwbench: could not write {what} in {self.dir}: {reason}; later report files "
+                          "were not written either (fix: free disk space, or pass a writable "
+                          "--hwbench-report-dir)")
+            return None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> Path | None:
+        return self._guard("run.json", lambda: write_json_atomic(self.dir / "run.json", manifest))
 
     def append_result(self, result: dict[str, Any]) -> None:
         """Append one test's result as a JSON line and flush, so it survives a killed process."""
-        self._jsonl.write(json.dumps(result, sort_keys=True, allow_nan=False) + "\n")
-        self._jsonl.flush()
+        def write() -> None:
+            self._jsonl.write(json.dumps(result, sort_keys=True, allow_nan=False) + "\n")
+            self._jsonl.flush()
+
+        self._guard("results.jsonl", write)
 
     def write_samples(self, test_id: str, samples: dict[str, np.ndarray]) -> Path | None:
+        """Append each metric's raw samples to ``samples.bin`` and index them in ``samples.jsonl``."""
         if not samples:
             return None
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **samples)
-        return write_bytes_atomic(self.dir / "samples" / f"{file_slug(test_id)}.npz", buf.getvalue(),
-                                  durable=False)
 
-    def write_results(self, results: dict[str, Any]) -> Path:
-        return write_json_atomic(self.dir / "results.json", results)
+        def write() -> Path:
+            if self._samples is None:
+                self._samples = open(self.dir / "samples.bin", "ab")  # noqa: SIM115 (kept open)
+                self._index = open(self.dir / "samples.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+                self._offset = self._samples.tell()
+            lines = []
+            for metric, values in samples.items():
+                data = np.ascontiguousarray(values, dtype="<f8").tobytes()
+                self._samples.write(data)
+                lines.append(json.dumps({"test_id": test_id, "metric": metric, "offset": self._offset,
+                                         "count": len(data) // 8}) + "\n")
+                self._offset += len(data)
+            self._samples.flush()
+            self._index.write("".join(lines))
+            self._index.flush()
+            return self.dir / "samples.bin"
+
+        return self._guard("samples.bin", write)
+
+    def write_results(self, results: dict[str, Any]) -> Path | None:
+        return self._guard("results.json", lambda: write_json_atomic(self.dir / "results.json", results))
 
     def close(self) -> None:
-        self._jsonl.close()
+        for fh in (self._jsonl, self._samples, self._index):
+            if fh is not None:
+                try:
+                    fh.close()
+                except OSError as err:  # the final flush of a full disk
+                    self.error = self.error or f"pytest-hwbench: could not finish writing {self.dir}: {err}"
+
+
+def read_samples(run_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Raw samples of a run directory: ``{test_id: {metric: float64 array}}`` (empty when there are none)."""
+    run = Path(run_dir)
+    index = run / "samples.jsonl"
+    if not index.exists():
+        return {}
+    blob = np.fromfile(run / "samples.bin", dtype="<f8")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for line in index.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        start = int(entry["offset"]) // 8
+        out.setdefault(entry["test_id"], {})[entry["metric"]] = blob[start:start + int(entry["count"])]
+    return out

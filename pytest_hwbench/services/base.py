@@ -74,6 +74,11 @@ class ServiceStartError(HwbenchError):
         super().__init__(self.render())
 
     def render(self) -> str:
+        from pytest_hwbench.report.redact import redact_text
+
+        return redact_text(self._render())
+
+    def _render(self) -> str:
         text = f"service {self.name!r}: {self.problem}"
         if self.hint:
             text += f"\n  hint: {self.hint}"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
+from pytest_hwbench.report.redact import mask_argv
 from pytest_hwbench.services.base import RUN_LABEL, ServiceStartError, StartContext, hint_for, now_s
 from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
 from pytest_hwbench.services.probes import Probe, probe_from_setting
@@ -150,7 +151,8 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
         info: dict[str, Any] = {
             "name": name, "kind": kind.name, "backend": "docker", "run_id": run_id, "image": image,
             "image_id": image_obj.id, "image_digest": repo_digests[0] if repo_digests else image_obj.id,
-            "container_id": container.id, "container_name": cname, "command": command,
+            "container_id": container.id, "container_name": cname,
+            "command": mask_argv([str(c) for c in command]) if command else command,
             "gpus": gpus, "log": str(log_path), "started_at_ns": time.time_ns(),
             "startup_s": round(now_s() - t_launch, 4), **ctx.info,
         }

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.services.base import Endpoint, ServiceStartError, StartContext, now_s
 from pytest_hwbench.services.catalog.kind import ServiceKind
-from pytest_hwbench.services.probes import State, probe_from_setting
+from pytest_hwbench.services.probes import PROBLEM_FIX, State, probe_from_setting
 from pytest_hwbench.services.running import RunningService
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432}
@@ -54,8 +54,12 @@ def start_external(kind: ServiceKind, *, name: str, settings: dict[str, Any], ru
         result = probe.check(parts.hostname, port, timeout=min(5.0, timeout))
         if result.state is State.READY:
             break
+        if result.problem is not None:  # refused, needs credentials, wrong protocol: say so now
+            raise ServiceStartError(name, f"external endpoint {_redact(url)} failed its health check: "
+                                          f"{result.problem.value}: {result.detail} ({probe.description})",
+                                    hint=PROBLEM_FIX[result.problem])
         if now_s() - t0 >= timeout:
-            raise ServiceStartError(name, f"external endpoint {url} did not pass its health check within "
+            raise ServiceStartError(name, f"external endpoint {_redact(url)} did not pass its health check within "
                                           f"{timeout:g}s ({probe.description}; last: {result.detail})",
                                     hint="check the URL, that the service runs, and that this machine reaches it")
         time.sleep(0.5)

@@ -10,6 +10,8 @@ nothing listens inside the container, so a bare connect proves nothing there.
 
 from __future__ import annotations
 
+import http.client
+import re
 import socket
 import subprocess
 import urllib.error
@@ -28,10 +30,31 @@ class State(Enum):
     READY = 2
 
 
+class Problem(Enum):
+    """What a failed probe answer means, when it means something definite (so waiting longer is futile)."""
+
+    REFUSED = "refused"
+    AUTH = "auth"
+    PROTOCOL = "protocol"
+
+
+#: What to tell the user for each classified answer.
+PROBLEM_FIX: dict[Problem, str] = {
+    Problem.REFUSED: "nothing listens there (connection refused): check the host and port in the URL and that "
+                     "the service runs",
+    Problem.AUTH: "the service answers but requires credentials: set the password/token in the recipe (keep "
+                  "it in ${ENV}), e.g. settings.redis.password: ${REDIS_PASSWORD}",
+    Problem.PROTOCOL: "something answers there, but not in this service kind's protocol: check the port and the "
+                      "service kind",
+}
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     state: State
     detail: str = ""
+    problem: Problem | None = None
+    """Set when the answer is definite (refused, needs credentials, wrong protocol); None when unknown."""
 
 
 class Probe:
@@ -57,6 +80,7 @@ class HttpProbe(Probe):
 
     def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
         state, detail = State.DOWN, "no answer"
+        problem: Problem | None = None
         for path in self.paths:
             url = f"{self.scheme}://{_urlhost(host)}:{port}{path}"
             try:
@@ -65,13 +89,19 @@ class HttpProbe(Probe):
                     body = resp.read(200)
             except urllib.error.HTTPError as err:
                 status, body = err.code, (err.read(200) if err.fp else b"")
+            except (http.client.HTTPException, ConnectionResetError) as err:  # answered, but not HTTP
+                return ProbeResult(State.DOWN, f"{path}: not an HTTP answer ({type(err).__name__})",
+                                   Problem.PROTOCOL)
             except (OSError, ValueError) as err:
                 detail = f"{path}: {err}"
+                refused = isinstance(getattr(err, "reason", err), ConnectionRefusedError)
+                problem = Problem.REFUSED if refused else None
                 continue
             if status in self.ok_status:
                 return ProbeResult(State.READY, f"{path} → {status}")
+            problem = Problem.AUTH if status in (401, 403) else None
             state, detail = State.ANSWERING, f"{path} → {status} {body.decode('utf-8', 'replace')[:120]}"
-        return ProbeResult(state, detail)
+        return ProbeResult(state, detail, problem)
 
 
 @dataclass(frozen=True)
@@ -80,6 +110,8 @@ class TcpProbe(Probe):
 
     send: bytes | None = None
     expect: bytes | None = None
+    also_ready: tuple[bytes, ...] = ()
+    """Replies that prove the server is up too (Redis with a password answers PING with -NOAUTH)."""
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -92,18 +124,32 @@ class TcpProbe(Probe):
                     return ProbeResult(State.READY, "connected")
                 sock.sendall(self.send)
                 reply = b""
-                while self.expect is not None and self.expect not in reply and len(reply) < 4096:
+                while (self.expect is not None and self.expect not in reply and len(reply) < 4096
+                       and not (b"\n" in reply and (reply.startswith(self.also_ready or (b"\0",))
+                                                    or _AUTH_REPLY.search(reply.decode("latin-1"))))):
                     chunk = sock.recv(4096)
                     if not chunk:
                         break
                     reply += chunk
+        except ConnectionRefusedError as err:
+            return ProbeResult(State.DOWN, str(err), Problem.REFUSED)
         except OSError as err:
             return ProbeResult(State.DOWN, str(err))
-        if self.expect is None or self.expect in reply:
+        if self.expect is None or self.expect in reply or any(reply.startswith(r) for r in self.also_ready):
             return ProbeResult(State.READY, reply[:80].decode("utf-8", "replace"))
+        text = reply[:120].decode("utf-8", "replace").strip()
         if reply:
-            return ProbeResult(State.ANSWERING, reply[:120].decode("utf-8", "replace").strip())
+            if _AUTH_REPLY.search(text):
+                return ProbeResult(State.ANSWERING, text, Problem.AUTH)
+            if reply.startswith((b"HTTP/", b"<!", b"<html", b"<HTML")):  # a web server on this port
+                return ProbeResult(State.ANSWERING, text, Problem.PROTOCOL)
+            return ProbeResult(State.ANSWERING, text)
         return ProbeResult(State.DOWN, "connection closed without an answer")
+
+
+#: Replies of servers that want credentials (Redis NOAUTH / WRONGPASS, generic "authentication required").
+_AUTH_REPLY = re.compile(r"NOAUTH|WRONGPASS|authentication required|auth(entication)? failed|"
+                         r"password authentication", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
+from pytest_hwbench.report.redact import mask_argv
 from pytest_hwbench.services.base import ServiceStartError, StartContext, hint_for, now_s
 from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
 from pytest_hwbench.services.probes import Probe
@@ -160,6 +161,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
                ENV_RUN_ID: run_id, ENV_SERVICE: name}
         if run_as is not None:
             env.update(HOME=run_as.pw_dir, USER=run_as.pw_name, LOGNAME=run_as.pw_name)
+        shown_argv = mask_argv(argv)  # what logs, pid records and reports get
         probe = _probe(kind, ctx, settings, source)
         timeout = float(settings.get("startup_timeout") or kind.startup_timeout)
 
@@ -170,7 +172,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         version_thread.start()
         t_launch = now_s()
         with open(log_path, "ab") as log:
-            log.write(f"[hwbench] starting {name} ({kind.name}): {' '.join(argv)}\n".encode())
+            log.write(f"[hwbench] starting {name} ({kind.name}): {' '.join(shown_argv)}\n".encode())
             log.flush()
             kind.prepare_process(ctx, binary)
             user_kw: dict[str, Any] = {}
@@ -185,7 +187,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         owner = Owner.current()
         pid_file = write_pid_record(state_dir, {
             "run_id": run_id, "name": name, "kind": kind.name, "pid": proc.pid,
-            "start": process_start_time(proc.pid) or 0.0, "owner": owner.label(), "argv": argv,
+            "start": process_start_time(proc.pid) or 0.0, "owner": owner.label(), "argv": shown_argv,
             "stop_signal": int(kind.stop_signal), "work_dir": str(work_dir), "ports": reserved,
             "log": str(log_path)})
 
@@ -196,7 +198,7 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         version_thread.join(timeout=30)
         info: dict[str, Any] = {
             "name": name, "kind": kind.name, "backend": "process", "run_id": run_id, "binary": binary,
-            "argv": argv, "pid": proc.pid, "run_as": ctx.run_as, "log": str(log_path),
+            "argv": shown_argv, "pid": proc.pid, "run_as": ctx.run_as, "log": str(log_path),
             "started_at_ns": time.time_ns(), "startup_s": startup_s, "binary_version": version.get("v"),
             **ctx.info,
         }

@@ -7,12 +7,12 @@ URL alike — ``endpoint``, ``info``, ``check_alive()``, ``stats()``, ``log_tail
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from pytest_hwbench.services.base import Endpoint, ServiceDied, ServiceStartError, hint_for, now_s, tail_file
-from pytest_hwbench.services.probes import Probe, ProbeResult, State
+from pytest_hwbench.services.probes import PROBLEM_FIX, Probe, ProbeResult, Problem, State
 
 
 class RunningService:
@@ -87,7 +87,8 @@ class RunningService:
 
 def wait_ready(name: str, probe: Probe, host: str, port: int, *, timeout: float,
                dead_reason: Callable[[], str | None], log_path: Path | None,
-               log_text: Callable[[], str] | None = None, poll: float = 0.25) -> tuple[float, float | None]:
+               log_text: Callable[[], str] | None = None, poll: float = 0.25,
+               fail_fast: Collection[Problem] = (Problem.AUTH, Problem.PROTOCOL)) -> tuple[float, float | None]:
     """Poll until ``probe`` passes; raise :class:`ServiceStartError` when the service dies or time runs out.
 
     Returns (seconds to ready, seconds to the first not-yet-ready answer or None) measured from the call;
@@ -115,6 +116,11 @@ def wait_ready(name: str, probe: Probe, host: str, port: int, *, timeout: float,
             first_answer = now_s() - t0
         if last.state is State.READY:
             return now_s() - t0, first_answer
+        if last.problem in fail_fast:  # a definite answer: waiting for the timeout would change nothing
+            text = tail()
+            raise ServiceStartError(name, f"health check failed: {last.problem.value}: {last.detail} "
+                                          f"({probe.description})", log_tail=text,
+                                    hint=PROBLEM_FIX[last.problem], log_path=_str(log_path))
         if now_s() >= deadline:
             text = tail()
             raise ServiceStartError(

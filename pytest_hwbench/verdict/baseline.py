@@ -36,6 +36,7 @@ from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult, jsonable
 from pytest_hwbench.measure.stats import Summary
 from pytest_hwbench.recipe.model import BaselinePolicy
+from pytest_hwbench.safe_load import loads_json_bounded
 from pytest_hwbench.verdict.compare import (
     CompareSettings,
     Comparison,
@@ -303,7 +304,7 @@ class BaselineStore:
             raise HwbenchInputError(f"baseline file is not UTF-8 text ({err.reason} at byte {err.start})",
                                     file=str(path), fix=RESAVE_FIX) from None
         try:
-            data = json.loads(text)
+            data = loads_json_bounded(text, file=str(path), fix=RESAVE_FIX)  # NaN, depth, size: clear errors
         except json.JSONDecodeError as err:
             if not text.strip():
                 what = "empty"
@@ -411,17 +412,17 @@ def _as_history(entry: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- comparison
 
-def compare_settings(policy: BaselinePolicy, metric: str) -> CompareSettings:
-    """The comparison settings of one metric under the recipe's baseline policy. The planned number of
-    looks is the first round plus ``reruns`` sequential rounds (the false-FAIL budget is split over them)."""
+def compare_settings(policy: BaselinePolicy, metric: str, look: int = 0) -> CompareSettings:
+    """The comparison settings of one metric under the recipe's baseline policy, at sequential look
+    ``look`` of the planned ``1 + reruns`` (the FAIL boundary depends on both)."""
     return CompareSettings(tolerance=policy.tolerance_for(metric), confidence=policy.confidence,
-                           looks=1 + policy.reruns, session_noise=policy.session_noise,
+                           looks_planned=1 + policy.reruns, look=look, session_noise=policy.session_noise,
                            stale_factor=policy.stale_factor)
 
 
 def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, policy: BaselinePolicy,
                  current_env: Mapping[str, Any], *, noise: SessionNoise | None = None,
-                 conditions: Sequence[str] = ()) -> BaselineComparison:
+                 conditions: Sequence[str] = (), look: int = 0) -> BaselineComparison:
     """Compare every metric of one test with its stored sessions (per-metric tolerance and inconclusive
     policy from ``policy``; ``noise`` is the testbed's pooled session history). Metrics are listed in name
     order (recorded, then missing). Status: FAIL > INCONCLUSIVE > PASS over the metrics (STALE counts as
@@ -430,7 +431,7 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
     comparisons: list[Comparison] = []
     for name in sorted(current):
         result = current[name]
-        settings = compare_settings(policy, name)
+        settings = compare_settings(policy, name, look)
         incon = policy.inconclusive_for(name)
         stored = entry.metrics.get(name)
         sessions = entry.trial_values(name)

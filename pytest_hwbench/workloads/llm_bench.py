@@ -459,7 +459,7 @@ def run_llm_load(hwbench: Any, endpoint: Any, *, load: LoadSpec, prompts: Sequen
     record_metrics(hwbench, metrics, result if record_prefill else None)
     _note(hwbench, label, target, load, result, metrics, prompts, max_tokens, settings)
     check = result.self_check
-    if check.client_bound:
+    if check.limited:  # a saturated client, or a contended machine: either way not the server's figures
         text = f"{hwbench.test_id}: {check.message()}\n  {_self_check_line(result)}"
         if settings.self_check == "fail":
             pytest.fail(text, pytrace=False)
@@ -521,6 +521,10 @@ def _self_check_line(result: RunResult) -> str:
     if c.mode == "open":
         bits.append(f"send lag p99 {c.send_lag_ms.get('p99', math.nan):.2f} ms")
     bits.append("client CPU " + ", ".join(f"{x:.0%}" for x in c.client_cpu) + " of a core")
+    if c.client_wait and any(math.isfinite(w) for w in c.client_wait):
+        bits.append("waited for a CPU " + ", ".join(f"{w:.0%}" for w in c.client_wait) + " of the run")
+    if c.machine is not None and c.machine.runnable_mean is not None:
+        bits.append(f"{c.machine.runnable_mean:.1f} runnable tasks on {c.machine.cpus} CPUs")
     return "; ".join(bits)
 
 
@@ -559,7 +563,10 @@ def _note(hwbench: Any, label: str, target: LLMTarget, load: LoadSpec, result: R
         "trial": None if getattr(hwbench, "is_warmup", False) else getattr(hwbench, "trial", None),
         "counts": dict(metrics.counts), "errors": dict(metrics.errors), "error_examples": examples,
         "window_s": metrics.window_s,
-        "self_check": {"client_bound": check.client_bound, "reasons": list(check.reasons),
+        "self_check": {"client_bound": check.client_bound, "contended": check.contended,
+                       "client_wait": list(check.client_wait),
+                       "machine": check.machine.to_dict() if check.machine else None,
+                       "reasons": list(check.reasons),
                        "notes": list(check.notes), "offered_rate_rps": check.offered_rate_rps,
                        "achieved_rate_rps": check.achieved_rate_rps, "loop_lag_ms": dict(check.loop_lag_ms),
                        "send_lag_ms": dict(check.send_lag_ms), "client_cpu": list(check.client_cpu),

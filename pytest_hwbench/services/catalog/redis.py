@@ -47,7 +47,8 @@ class Redis(ServiceKind):
                 *NO_PERSISTENCE, *self._tuning(ctx)]
 
     def probe(self, ctx: StartContext) -> Probe:
-        return TcpProbe(send=b"PING\r\n", expect=b"+PONG")
+        # A server started with --requirepass answers -NOAUTH: it is up; the client authenticates.
+        return TcpProbe(send=b"PING\r\n", expect=b"+PONG", also_ready=(b"-NOAUTH",))
 
     def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
         ep = super().endpoint(ctx, host, port, ports)
