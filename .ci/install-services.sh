@@ -4,7 +4,6 @@
 #     test), a C/C++ toolchain + cmake (for llama.cpp);
 #     system services are NOT enabled or started (the tests start their own servers on free ports);
 #   - a Docker engine: if none answers, dockerd --storage-driver=vfs in the background (log: /tmp/dockerd.log);
-#   - chromium (headless) for the report's browser check;
 #   - the gguf package (writes the tiny test model) and llama.cpp's llama-server/llama-bench, built once
 #     from the llama-cpp-python sdist and cached in ${HWBENCH_CACHE:-$HOME/.cache/hwbench}/llama.cpp/.
 # Each step prints its duration. A failing step is reported and the script goes on, so the tests that do
@@ -78,15 +77,7 @@ pip_gguf() {
   python3 -m pip install -q gguf
 }
 
-chromium_install() {  # the report's browser check opens report.html in headless Chromium
-  command -v chromium >/dev/null && return 0
-  { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; } \
-    >/tmp/apt-chromium.log 2>&1 || { tail -n 20 /tmp/apt-chromium.log >&2; return 1; }
-}
-
 step "apt packages" apt_install
-step "chromium" chromium_install
 step "docker engine" start_docker
 step "python gguf" pip_gguf
 step "llama.cpp build" bash scripts/build_llama_cpp.sh

@@ -262,45 +262,39 @@ def test_export_pytest_benchmark_is_read_by_pytest_benchmark_compare(runs: dict[
 
 def test_report_html_in_headless_chromium(runs: dict[str, Path]) -> None:
     """Open report.html from file:// in Chromium (fresh profile): every plot renders with a real size, the page
-    makes no request but for itself, dark mode switches the colours; screenshots are kept as CI artifacts."""
-    import asyncio
+    makes no request but for itself, dark mode switches the colours; full-page screenshots of both are kept
+    as CI artifacts (``reports/screenshots/``)."""
+    from tests.browser_helpers import chromium, full_page_screenshot, requested_urls, screenshot_dir
 
-    from tests.browser import Chromium, chromium_binary
-    from tests.conftest import unavailable
-
-    binary = chromium_binary()
-    if binary is None:
-        unavailable("chromium is not installed (apt-get install chromium; .ci/install-services.sh does)")
     report = runs["a"] / "report.html"
     url = report.resolve().as_uri()
     html = report.read_text()
-    probe = ("JSON.stringify({bg: getComputedStyle(document.body).backgroundColor, plots: "
+    probe = ("return {bg: getComputedStyle(document.body).backgroundColor, plots: "
              "[...document.querySelectorAll('figure.plot svg')].map(s => {"
              "const r = s.getBoundingClientRect(); "
-             "return {w: r.width, h: r.height, marks: s.querySelectorAll('path, use, line, polyline').length}})})")
-
-    async def check() -> tuple[dict, dict, list[str]]:
-        async with Chromium(binary) as browser:
-            light_page = await browser.open(url)
-            light = json.loads(await light_page.evaluate(probe))
-            await light_page.screenshot(runs["a"] / "report-screenshot.png")
-            dark_page = await browser.open(url, dark=True)
-            dark = json.loads(await dark_page.evaluate(probe))
-            await dark_page.screenshot(runs["a"] / "report-screenshot-dark.png")
-            return light, dark, light_page.requests + dark_page.requests
-
-    light, dark, requests = asyncio.run(check())
+             "return {w: r.width, h: r.height, marks: s.querySelectorAll('path, use, line, polyline').length}})}")
+    seen: dict[str, dict] = {}
+    requests: list[str] = []
+    with chromium(network_log=True) as driver:
+        for scheme in ("light", "dark"):
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                                   {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
+            requested_urls(driver)  # drop what the browser's own start page loaded
+            driver.get(url)
+            seen[scheme] = driver.execute_script(probe)
+            requests += requested_urls(driver)
+            suffix = "" if scheme == "light" else "-dark"
+            full_page_screenshot(driver, runs["a"] / f"report-screenshot{suffix}.png")
+    light, dark = seen["light"], seen["dark"]
     assert len(light["plots"]) == html.count("<svg") >= 4
     for plot in light["plots"]:
         assert plot["w"] > 200 and plot["h"] > 100 and plot["marks"] > 10, plot
-    assert set(requests) == {url}, f"the report fetched something: {requests}"
+    assert requests and set(requests) == {url}, f"the report fetched something: {requests}"
     assert light["bg"] != dark["bg"]
-    artifacts = Path(__file__).resolve().parent.parent / "reports" / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
     for name in ("report-screenshot.png", "report-screenshot-dark.png"):
         shot = runs["a"] / name
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
-        shutil.copy(shot, artifacts / name)
+        shutil.copy(shot, screenshot_dir() / name)
 
 
 def test_compare_a_session_fetched_from_mlflow(runs: dict[str, Path]) -> None:
