@@ -108,13 +108,13 @@ class Result:
 def judge(name: str, current: MetricResult, sessions: list[list[float]], policy: BaselinePolicy,
           noise: SessionNoise | None = None) -> Row:
     """One metric through the gate's own comparison: ``verdict.compare.compare_metric`` with the settings
-    ``verdict.baseline.compare_settings`` derives from the policy, as the gate calls them — except that a
-    comparison of two finished runs is one look, so the false-FAIL budget is not split over the sequential
-    rounds (``looks=1``) the gate plans while trials are still running."""
+    ``verdict.baseline.compare_settings`` derives from the policy, as the gate calls them. Two finished runs
+    are one final look at the data, so the FAIL boundary is the one the gate uses at its last look
+    (``looks_planned=1``), not the stricter early-look boundary of its sequential plan."""
     from pytest_hwbench.verdict.baseline import compare_settings
     from pytest_hwbench.verdict.compare import compare_metric
 
-    settings = replace(compare_settings(policy, name), looks=1)
+    settings = replace(compare_settings(policy, name), looks_planned=1, look=0)
     c = compare_metric(name, sessions, current.trial_values, settings, better=current.better,
                        unit=current.unit, noise=noise, inconclusive_policy=policy.inconclusive_for(name))
     return Row(test="", metric=name, status=c.status, unit=current.unit, better=current.better,

@@ -6,7 +6,7 @@ samples stored differently, a typed per-test result replacing the dicts in ``res
 this one module and nowhere else.
 
 A run directory (README "Reports") holds ``run.json`` (manifest), ``results.json`` (written at session end)
-or only ``results.jsonl`` (a killed run), and ``samples/`` with the raw samples.
+or only ``results.jsonl`` (a killed run), and the raw samples (``samples.bin`` + ``samples.jsonl``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
-from pytest_hwbench.report.files import file_slug
+from pytest_hwbench.report.files import file_slug, read_samples
 from pytest_hwbench.verdict.result import BaselineComparison, SloOutcome, TestResult
 
 RUN_FIX = "pass a run directory written by pytest-hwbench (reports/<run-id>/) or a run id under --report-dir"
@@ -166,6 +166,7 @@ class RunData:
     sweeps: list[SweepRecord]
     complete: bool
     testbed: str
+    _all_samples: dict[str, dict[str, np.ndarray]] | None = None
 
     # -- manifest views --------------------------------------------------------------------------------
     @property
@@ -219,8 +220,16 @@ class RunData:
 
     # -- raw samples -----------------------------------------------------------------------------------
     def samples(self, test_id: str) -> dict[str, np.ndarray]:
-        """Raw samples of one test by metric name; empty when none were stored (or the file is unreadable:
-        a report then falls back to the summaries, it does not fail)."""
+        """Raw samples of one test by metric name; empty when none were stored (or the files are unreadable:
+        a report then falls back to the summaries, it does not fail). Read with ``files.read_samples`` (one
+        ``samples.bin`` per run), or from the one-``.npz``-per-test layout of earlier runs."""
+        if self._all_samples is None:
+            try:
+                self._all_samples = read_samples(self.dir)
+            except (OSError, ValueError, KeyError):
+                self._all_samples = {}
+        if test_id in self._all_samples:
+            return self._all_samples[test_id]
         path = self.dir / "samples" / f"{file_slug(test_id)}.npz"
         if not path.is_file():
             return {}
