@@ -151,8 +151,11 @@ def find_rerun(report_dir: Path, of_run_id: str) -> Path | None:
 
 def main(args: Any) -> int:
     """``hwbench rerun RUN [--dry-run] [--save-baseline] [--pytest-args '...']``."""
+    from pytest_hwbench.report.run_data import load_run
+
     try:
-        argv, env, cwd, tmp = plan(args.run, args.report_dir, save_baseline=args.save_baseline,
+        old = load_run(args.run, args.report_dir)  # resolved now: after the rerun, "latest" is the new run
+        argv, env, cwd, tmp = plan(old.dir, args.report_dir, save_baseline=args.save_baseline,
                                    extra_args=shlex.split(args.pytest_args or ""))
     except HwbenchInputError as err:
         print(f"hwbench rerun: {err}", file=sys.stderr)
@@ -167,9 +170,6 @@ def main(args: Any) -> int:
     finally:
         if tmp:
             os.unlink(tmp)
-    from pytest_hwbench.report.run_data import load_run
-
-    old = load_run(args.run, args.report_dir)
     report_dir = Path(cwd, (old.rerun.get("options") or {}).get("report_dir") or old.dir.parent)
     new = find_rerun(report_dir, old.run_id)
     if new is not None:
