@@ -21,9 +21,14 @@ from typing import Any
 
 from pytest_hwbench.report.plots import Plot, SweepSeries, distribution_plot, sweep_plot, trials_plot
 from pytest_hwbench.report.run_data import RunData, SweepRecord, TestRecord
-from pytest_hwbench.report.terminal import fmt
+from pytest_hwbench.report.terminal import fmt as _terminal_fmt
 
 METRICS_DOC = "docs/metrics.md"
+
+
+def fmt(value: float | None) -> str:
+    """A number as the terminal table writes it; "-" for a missing or undefined (nan) value."""
+    return "-" if value is None or not math.isfinite(value) else _terminal_fmt(value)
 VERDICT_ORDER = ("FAIL", "ERROR", "WARN", "PASS", "SKIP")
 
 
