@@ -26,6 +26,7 @@ import pytest
 from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.outcomes import error_payload, service_death, uses_hwbench
 from pytest_hwbench.report import progress
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
@@ -94,6 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistControllerHooks(session), "hwbench-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):  # pytest-benchmark's tests get hwbench verdicts too
+        from pytest_hwbench.measure.pytest_benchmark_compat import BenchmarkFixtureBridge
+
+        config.pluginmanager.register(BenchmarkFixtureBridge(session, RECORDER_KEY, _judged),
+                                      "hwbench-pytest-benchmark")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -127,15 +133,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Recorder:
+def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    from pytest_hwbench.measure.samplers.monitor import monitor_for
+
     session = get_session(request.config)
     item = request.node
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
+    recorder.monitor = monitor_for(session.recipe.resources,
+                                   lambda: session.services.sampling_pids(session.service_names(item)))
     item.stash[RECORDER_KEY] = recorder
-    return recorder
+    yield recorder
+    if recorder.monitor is not None:
+        recorder.monitor.close()
 
 
 @pytest.fixture(scope="session")
@@ -203,16 +215,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @contextlib.contextmanager
 def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
-    """One timed test at a time across xdist workers, unless --hwbench-allow-parallel."""
+    """One hwbench test at a time across xdist workers, unless --hwbench-allow-parallel. Held for the whole
+    protocol (set-up, call, teardown), so one worker's seeding, warm-up and cleanup of a shared service
+    neither overlap the other's timed window nor look like foreign data to its set-up."""
     workerinput = getattr(item.config, "workerinput", None)
-    if workerinput is None or session.options.allow_parallel:
+    if workerinput is None or session.options.allow_parallel or item.stash.get(LOCK_HELD, False):
         yield
         return
     from filelock import FileLock
 
     lock_path = Path(tempfile.gettempdir(), f"hwbench-{workerinput['testrunuid']}.lock")
     with FileLock(str(lock_path)):
-        yield
+        item.stash[LOCK_HELD] = True
+        try:
+            yield
+        finally:
+            item.stash[LOCK_HELD] = False
+
+
+LOCK_HELD = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None or not uses_hwbench(item):
+        return (yield)
+    with _exclusive(item, session):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -224,7 +254,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
-    from pytest_hwbench.measure.fingerprint import run_conditions
+    from pytest_hwbench.measure.fingerprint import LoadMeter, run_conditions
 
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
@@ -238,6 +268,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 progress.begin_trial(i, reps, warmup=True)
                 item.runtest()
             started = time.monotonic()
+            meter = LoadMeter()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
                 progress.begin_trial(i, reps)
@@ -245,6 +276,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             recorder.begin_trial(reps - 1)
             progress.begin_trial(reps - 1, reps)
             result = yield
+            conditions["load_other"] = meter.external_fraction()
+            recorder.end_trial()
             verdict, payload = session.judge(item, recorder, conditions, look=0)
             # Saving a baseline spends the whole budget: a stored session is compared many times.
             saving = session.options.save_baseline
@@ -258,8 +291,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                     progress.begin_trial(recorder.trial_count, recorder.trial_count + 1)
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
+                conditions["load_other"] = meter.external_fraction()
+                recorder.end_trial()
                 verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
+            recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"
@@ -267,11 +303,16 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             raise
         finally:
             progress.end_test()
+    _judged(item, verdict, payload)
+    return result
+
+
+def _judged(item: pytest.Item, verdict: TestResult, payload: dict) -> None:
+    """Hand a judged test's payload to its report, add its JUnit properties, and fail it on a FAIL."""
     item.stash[PAYLOAD_STASH] = payload
     item.user_properties.extend(junit_properties(verdict))
     if verdict.verdict == "FAIL":
         pytest.fail("\n".join(verdict.failures), pytrace=False)
-    return result
 
 
 def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
@@ -303,11 +344,20 @@ def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    payload = item.stash.get(PAYLOAD_STASH, None) if call.when == "call" else None
+    session = item.config.stash.get(SESSION_KEY, None)
+    if payload is not None and session is not None:  # a service that died during the measurement voids it
+        death = service_death(session.services, session.service_names(item))
+        if death:
+            payload["verdict"] = "ERROR"
+            payload["failures"] = [death, *payload.get("failures", [])]
+            report.outcome = "failed"
+            report.longrepr = death if report.longrepr is None else f"{death}\n{report.longrepr}"
+    elif report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
+        payload = error_payload(item, report, session.params_of(item))
+    if payload is not None:
+        report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
     redact_report(report)  # terminal and JUnit render from the report
-    if call.when == "call":
-        payload = item.stash.get(PAYLOAD_STASH, None)
-        if payload is not None:
-            report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
     return report
 
 
@@ -322,17 +372,17 @@ class ControllerHooks:
         """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
         if report.when == "setup":
             self.session.node_ids.append(report.nodeid)
-        if report.when == "call":
-            for i, (key, value) in enumerate(report.user_properties):
-                if key == PAYLOAD_KEY:
-                    del report.user_properties[i]
-                    payload = json.loads(value)
-                    self.session.add_result(payload, report)
-                    self.config.hook.pytest_hwbench_result(
-                        config=self.config, result=self.session.results[payload["test_id"]])
-                    break
-        elif report.skipped and report.when == "setup" and "hwbench" in report.keywords:
-            self.session.add_skip(report)
+        for i, (key, value) in enumerate(report.user_properties):
+            if key == PAYLOAD_KEY:
+                del report.user_properties[i]
+                payload = json.loads(value)
+                self.session.add_result(payload, report)
+                self.config.hook.pytest_hwbench_result(
+                    config=self.config, result=self.session.results[payload["test_id"]])
+                break
+        else:
+            if report.skipped and report.when == "setup" and "hwbench" in report.keywords:
+                self.session.add_skip(report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -20,8 +20,9 @@ from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 WORKERINPUT_ENDPOINTS = "hwbench_endpoints"
 WORKERINPUT_ERRORS = "hwbench_service_errors"
 WORKERINPUT_FACTS = "hwbench_service_facts"
+WORKERINPUT_PIDS = "hwbench_service_pids"
 #: What of a service belongs in a baseline's environment: what an upgrade of the service changes.
-FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model")
+FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model", "server")
 
 
 def unavailable(reason: str) -> None:
@@ -43,6 +44,7 @@ class ServiceHub:
         self._handed: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_ENDPOINTS, {}))
         self._errors: dict[str, tuple[str, str]] = dict((workerinput or {}).get(WORKERINPUT_ERRORS, {}))
         self._facts: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_FACTS, {}))
+        self._pids: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_PIDS, {}))
         self._set: Any = None
         self._running: dict[str, Any] = {}
 
@@ -75,7 +77,21 @@ class ServiceHub:
     def workerinput(self) -> dict[str, Any]:
         """What a worker needs: endpoints (plain JSON, may hold credentials: in memory only) and errors."""
         return {WORKERINPUT_ENDPOINTS: {n: s.endpoint.to_dict() for n, s in self._running.items()},
-                WORKERINPUT_ERRORS: dict(self._errors), WORKERINPUT_FACTS: self.facts(self._running)}
+                WORKERINPUT_ERRORS: dict(self._errors), WORKERINPUT_FACTS: self.facts(self._running),
+                WORKERINPUT_PIDS: self.sampling_pids(self._running)}
+
+    def sampling_pids(self, names: Any) -> dict[str, dict[str, Any]]:
+        """Root pid of each named running service's processes, for resource sampling (see
+        ``measure.samplers.targets``); services whose processes are not visible here are left out."""
+        from pytest_hwbench.measure.samplers.targets import service_pid
+
+        out = {n: dict(self._pids[n]) for n in names if n in self._pids}
+        for name in names:
+            if name in self._running:
+                found = service_pid(self._running[name])
+                if found is not None:
+                    out[name] = found
+        return out
 
     def facts(self, names: Any) -> dict[str, dict[str, Any]]:
         """Version facts of the named services that run (image digest, binary version, model), for the
@@ -109,16 +125,36 @@ class ServiceHub:
             kind, text = self._errors[name]
             if kind == "unavailable":
                 unavailable(f"service {name!r}: {text}")
-            pytest.fail(f"service {name!r} did not start: {text}", pytrace=False)
+            if kind == "died":  # said in full once, by the test that saw it die
+                pytest.fail(f"service {name!r} died earlier in this run ({text}); the first test that failed "
+                            "on it shows its log", pytrace=False)
+            pytest.fail(f"service {name!r} did not start: {text.removeprefix(f'service {name!r}: ')}",
+                        pytrace=False)
         if name not in self._running:
             pytest.fail(f"service {name!r} was not handed to this xdist worker", pytrace=False)
         svc = self._running[name]
         try:
             svc.check_alive()
         except ServiceDied as err:
-            self._errors[name] = ("error", f"died during the run: {err}")
-            pytest.fail(f"service {name!r} died during the run: {err}", pytrace=False)
+            self._errors[name] = ("died", err.problem.removeprefix("died during the run: "))
+            pytest.fail(str(err), pytrace=False)
         return svc.endpoint
+
+    def death_of(self, name: str) -> str | None:
+        """Why service ``name`` stopped, if it did (cheap: exit status here, a TCP connect on a worker).
+        The first death is remembered, so later tests say it died once, briefly."""
+        if name in self._errors:
+            return None
+        if name in self._running:
+            reason = self._running[name]._dead_reason()
+        elif name in self._handed:
+            reason = _unreachable(self._handed[name])
+        else:
+            return None
+        if reason is None:
+            return None
+        self._errors[name] = ("died", reason)
+        return f"died ({reason})"
 
     def manifest(self) -> dict[str, Any]:
         """Per-service facts for run.json (image digest, binary version, startup and model load time)."""
@@ -134,3 +170,16 @@ class ServiceHub:
         errors = self._set.stop_all()
         self._running.clear()
         return [str(e) for e in errors or []]
+
+
+def _unreachable(endpoint: dict[str, Any]) -> str | None:
+    """On an xdist worker (which has no process handle): does the service still accept connections?"""
+    import socket
+
+    try:
+        with socket.create_connection((str(endpoint["host"]), int(endpoint["port"])), timeout=2.0):
+            return None
+    except ConnectionRefusedError:
+        return f"stopped accepting connections on {endpoint['host']}:{endpoint['port']}"
+    except OSError:
+        return None  # a timeout on a loaded machine is not a death

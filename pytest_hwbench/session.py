@@ -25,11 +25,13 @@ from pytest_hwbench import __version__
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.measure.samplers.metrics import pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
+from pytest_hwbench.verdict.bottleneck import attribute_result
 from pytest_hwbench.verdict.result import TestResult
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
@@ -174,14 +176,18 @@ class HwbenchSession:
         return [wanted] if isinstance(wanted, str) else list(wanted)
 
     def environment(self, service_facts: dict[str, Any] | None,
-                    conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+                    conditions: dict[str, Any] | None = None,
+                    tool_versions: dict[str, Any] | None = None) -> dict[str, Any]:
         """The environment a baseline is saved and compared in: the machine fingerprint, the version facts
-        of the services the test used, and the run conditions the test started under."""
+        of the services the test used, the run conditions the test started under, and the versions of the
+        hardware tools it ran (``hwbench.extra["tool_versions"]``, see workloads/hardware/runner.py)."""
         env = dict(self.fingerprint)
         if service_facts:
             env["services"] = service_facts
         if conditions:
             env["conditions"] = conditions
+        if tool_versions:
+            env["tools"] = tool_versions
         return env
 
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
@@ -230,14 +236,28 @@ class HwbenchSession:
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
             result.baseline = self._compare_baseline(
-                item, metrics, self.environment(result.service_facts, conditions), look)
+                item, metrics, self.environment(result.service_facts, conditions,
+                                                recorder.extra.get("tool_versions")), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
+        self._attribute(result, recorder)
         decide(result, require_baseline=self.require_baseline)
+        if result.verdict == "FAIL" and result.bottleneck is not None:
+            result.failures.append(result.bottleneck.line())  # why, for the engineer reading the failure
         payload = result.to_dict()
         payload["samples"] = {name: encode_samples(m.samples()) for name, m in recorder.metrics.items()
                               if m.trials}
         return result, payload
+
+    @staticmethod
+    def _attribute(result: TestResult, recorder: Recorder) -> None:
+        """Resource figures and the bottleneck attribution (``verdict.bottleneck``) of the measurement; a
+        client-bound attribution makes it invalid (never a PASS), unless the engine already said so."""
+        result.resources = resources_payload(recorder.monitor)
+        result.bottleneck = attribute_result({"resources": result.resources, "extra": result.extra,
+                                              "metrics": {n: m.to_dict() for n, m in result.metrics.items()}})
+        if not result.bottleneck.valid and not result.invalid:
+            result.invalid.append(result.bottleneck.line())
 
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
                           environment: dict[str, Any], look: int) -> Any:
@@ -276,9 +296,15 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Take one test's payload from its call report: keep it, append it, write its raw samples."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
-        payload["outcome"] = report.outcome
+        samples.update(pop_timelines(payload))
+        payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
         payload = redact(payload, self.recipe.secret_values)
+        earlier = self.results.get(payload["test_id"])
+        if earlier is not None and report.when == "teardown":  # measured, then its teardown failed
+            earlier.update(verdict="ERROR", outcome="error",
+                           failures=[*earlier.get("failures", []), *payload.get("failures", [])])
+            payload = earlier
         self.results[payload["test_id"]] = payload
         writer = self._writer()
         writer.append_result(payload)
@@ -298,7 +324,8 @@ class HwbenchSession:
         git = self.fingerprint.get("git") or {}
         self._to_save[payload["test_id"]] = SaveRecord(
             metrics={n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
-            environment=self.environment(payload.get("service_facts"), payload.get("conditions")),
+            environment=self.environment(payload.get("service_facts"), payload.get("conditions"),
+                                         (payload.get("extra") or {}).get("tool_versions")),
             commit=git.get("commit"), run_id=self.run_id)
 
     def add_skip(self, report: pytest.TestReport) -> None:

@@ -20,6 +20,7 @@ crash; a file that is not JSON is reported with its path.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import math
@@ -145,12 +146,13 @@ def _test(data: Mapping[str, Any]) -> TestRecord | None:
         if m is not None:
             metrics[str(name)] = m
     baseline = data.get("baseline")
+    baseline_status = data.get("baseline_status") or (baseline.get("status") if isinstance(baseline, Mapping)
+                                                       else None)
     return TestRecord(
         test_id=test_id, name=str(data.get("name") or test_id.split("::")[-1]),
         verdict=str(data.get("verdict") or "NONE").upper(),
         params=dict(data.get("params") or {}), extra=dict(data.get("extra") or {}), metrics=metrics,
-        baseline_status=str(baseline.get("status")) if isinstance(baseline, Mapping) and baseline.get("status")
-        else None,
+        baseline_status=str(baseline_status) if baseline_status else None,
         failures=tuple(str(f) for f in data.get("failures") or ()))
 
 
@@ -283,9 +285,10 @@ def load_mlflow(uri: str, experiment: str = "hwbench", *, testbed: str | None = 
             clauses.append(f"tags.testbed = '{_quote(testbed)}'")
         if host:
             clauses.append(f"tags.host = '{_quote(host)}'")
-        sessions = []
-        for run in _parent_runs(client, [exp.experiment_id], " and ".join(clauses), max_sessions):
-            sessions.append(_session_from_mlflow(client, uri, run, cache))
+        runs = list(_parent_runs(client, [exp.experiment_id], " and ".join(clauses), max_sessions))
+        # two small downloads per new session, latency-bound: a few in flight (cached ones cost nothing)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            sessions = list(pool.map(lambda run: _session_from_mlflow(client, uri, run, cache), runs))
     return sorted(sessions, key=lambda s: (s.started_at or 0, s.run_id))
 
 

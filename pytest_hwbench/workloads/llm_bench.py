@@ -49,6 +49,7 @@ import numpy as np
 import pytest
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.workloads import server_timing
 from pytest_hwbench.workloads._http import api_root
 from pytest_hwbench.workloads.engine import LoadSpec, RunResult, SelfCheckLimits, run_load_sync
 from pytest_hwbench.workloads.llm_metrics import (
@@ -452,11 +453,15 @@ def run_llm_load(hwbench: Any, endpoint: Any, *, load: LoadSpec, prompts: Sequen
         if settings.self_check_limits:
             load = dataclasses.replace(load, limits=dataclasses.replace(load.limits, **settings.self_check_limits))
         cfg = client_config(target, endpoint, settings, prompts, max_tokens)
+        metrics_url = (getattr(endpoint, "extra", None) or {}).get("metrics_url")
+        before = server_timing.scrape(metrics_url) if metrics_url else None
         result = run_load_sync(load, cfg.open, workers=settings.client_workers)
+        after = server_timing.scrape(metrics_url) if metrics_url else None
         metrics = compute_llm_metrics(result.records, request_slos=request_slos)
     except HwbenchInputError as err:
         pytest.fail(str(err), pytrace=False)
     record_metrics(hwbench, metrics, result if record_prefill else None)
+    record_server_timing(hwbench, result, server_timing.run_means(before, after))
     _note(hwbench, label, target, load, result, metrics, prompts, max_tokens, settings)
     check = result.self_check
     if check.limited:  # a saturated client, or a contended machine: either way not the server's figures
@@ -493,6 +498,16 @@ def record_metrics(hwbench: Any, metrics: LLMMetrics, result: RunResult | None =
                 estimated |= r.tokens_in_estimated
         if rates:
             hwbench.record("prefill_tok_s", np.asarray(rates), unit="tok/s", better="higher", estimated=estimated)
+
+
+def record_server_timing(hwbench: Any, result: RunResult, run_means: Mapping[str, float] | None = None) -> None:
+    """Record what the server reported about its own time beside the client's figures (``server_timing``):
+    per-request samples from the answers, per-run means from its metrics endpoint."""
+    for name, values in server_timing.per_request_samples(result.records).items():
+        hwbench.record(name, values, unit="ms", better="lower")
+    for name, value in (run_means or {}).items():
+        if math.isfinite(value):
+            hwbench.record(name, float(value), unit="ms", better="lower")
 
 
 def _first_error(result: RunResult, cls: str) -> str:
