@@ -287,6 +287,8 @@ def test_section(run: RunData, t: TestRecord, index: int) -> TestSection:
         if p is not None:
             plots.append(p)
     extras: list[ExtraSection] = []
+    if t.result.bottleneck is not None:  # verdict.bottleneck's attribution from the resource samples
+        extras.append(ExtraSection(title="Bottleneck", lines=[t.result.bottleneck.line()]))
     for provider in _TEST_SECTION_PROVIDERS:
         try:
             extras.extend(provider(run, t))
