@@ -11,7 +11,9 @@ stored session(s) and B's as this session's, with the tolerance and inconclusive
 ``--recipe``, or ``--tolerance`` / ``--inconclusive`` for every metric), and a testbed's pooled session noise
 when A is a baseline. So ``compare`` judges B as the gate would have judged it against a baseline saved from
 A — in one look (see :func:`judge`). Rows present on one side only are shown
-(``ONLY_A`` / ``ONLY_B``, or ``MISSING_METRIC`` for a metric B no longer records), never dropped.
+(``ONLY_A`` / ``ONLY_B``, or ``MISSING_METRIC`` for a metric B no longer records), never dropped. Resource
+metrics (CPU, memory, ... sampled during the run) are left out as the gate leaves them out, unless the
+recipe's ``baseline.metrics`` names them.
 
 Exit codes (CI scripts branch on them; README "Compare"):
 
@@ -124,10 +126,22 @@ def judge(name: str, current: MetricResult, sessions: list[list[float]], policy:
                tolerance=c.tolerance, policy=c.inconclusive_policy, message=c.message)
 
 
+def judged(name: str, policy: BaselinePolicy) -> bool:
+    """The gate's rule: resource metrics (CPU, memory, ... sampled during the run) are evidence, compared only
+    when the recipe's ``baseline.metrics`` lists them."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
+    return not is_resource_metric(name) or name in policy.metrics
+
+
 def compare_sides(a: Side, b: Side, policy: BaselinePolicy, policy_source: str) -> Result:
     rows: list[Row] = []
     for test in _ordered(a, b):
         ma, mb = a.tests.get(test), b.tests.get(test)
+        if ma is not None:
+            ma = {n: m for n, m in ma.items() if judged(n, policy)}
+        if mb is not None:
+            mb = {n: m for n, m in mb.items() if judged(n, policy)}
         if ma is None or mb is None:
             present = mb if ma is None else ma
             status = "ONLY_B" if ma is None else "ONLY_A"

@@ -276,7 +276,10 @@ def test_section(run: RunData, t: TestRecord, index: int) -> TestSection:
                                   _tolerance(m.tolerance, m.better)])
     key = f"{index:03d}-" + anchor_of(t.test_id)[2:][:60]
     plots: list[Plot] = []
-    samples = run.samples(t.test_id)
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
+    # Resource readings are timelines (their own section), not distributions of the benchmark's metric.
+    samples = {n: v for n, v in run.samples(t.test_id).items() if not is_resource_metric(n)}
     if samples:
         p = distribution_plot(f"{key}-dist", t.name, samples, t.metrics)
         if p is not None:
