@@ -333,7 +333,7 @@ class ControllerHooks:
         for i, (key, value) in enumerate(report.user_properties):
             if key == PAYLOAD_KEY:
                 del report.user_properties[i]
-                payload = json.loads(value)
+                payload = json.loads(str(value))
                 self.session.add_result(payload, report)
                 self.config.hook.pytest_hwbench_result(
                     config=self.config, result=self.session.results[payload["test_id"]])

@@ -93,6 +93,7 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
     ctx = StartContext(name=name, kind=kind, backend="docker", settings=settings, host=host, port=cport,
                        ports=dict(kind.extra_ports), work_dir=log_dir, log_dir=log_dir, run_id=run_id,
                        source=source)
+    command: list[str] | None
     if "command" in settings:
         command = as_args(settings["command"], field=ctx.field("command"), source=source)
     else:
