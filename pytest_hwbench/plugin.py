@@ -114,6 +114,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if arg in own:
             continue
         values = session.recipe.sweep.get(arg, defaults.get(arg))
+        if arg in defaults and arg in session.recipe.sweep and list(defaults[arg]) != list(values or []):
+            metafunc.definition.warn(pytest.PytestWarning(
+                f"sweep {arg}={list(values or [])} from recipe {session.recipe.path} overrides the marker's "
+                f"sweep={{{arg!r}: {list(defaults[arg])}}} (the recipe wins; pass --recipe to choose another)"))
         if values is not None:
             metafunc.parametrize(arg, list(values), ids=[f"{arg}={v}" for v in values])
 
