@@ -3,7 +3,10 @@
 - ``hwbench recipes validate FILE...``   the same checks the plugin runs on ``--recipe``
 - ``hwbench testbed``                    the machine fingerprint and the testbed name baselines use
 - ``hwbench images build [TAG...]``      build the local Docker images the shipped recipes name
+- ``hwbench baseline import-pytest-benchmark FILE...``   pytest-benchmark saved runs as baseline history
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
+- ``hwbench fleet``, ``hwbench mlflow upload``, ``hwbench dashboard``   team tools (``report/fleet_cli.py``)
+- ``hwbench models list|tiny``           GGUF models a recipe selects; tiny test models
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+from pytest_hwbench.errors import HwbenchInputError
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -43,6 +48,23 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_pytest_benchmark(args: argparse.Namespace) -> int:
+    from pytest_hwbench.verdict.baseline import BaselineStore
+    from pytest_hwbench.verdict.import_pytest_benchmark import import_files
+
+    testbed = args.testbed
+    if not testbed:
+        from pytest_hwbench.measure.fingerprint import collect_fingerprint, derive_testbed
+
+        testbed = derive_testbed(collect_fingerprint())
+    store = BaselineStore(args.dir, testbed)
+    runs = import_files(args.files, store, keep=args.keep, trials=args.trials)
+    tests = {t for r in runs for t in r.records}
+    print(f"imported {len(runs)} pytest-benchmark run(s), {len(tests)} test(s), as baseline sessions of testbed "
+          f"{testbed!r} in {store.directory} (metric time_s; the last {args.keep} sessions kept per test)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["reference-server"]:
@@ -65,9 +87,32 @@ def main(argv: list[str] | None = None) -> int:
                                             "binaries (no registry needed)")
     build.add_argument("tags", nargs="*")
     build.set_defaults(func=_images)
+    from pytest_hwbench.workloads.hardware import models_cmd
+
+    models_cmd.add_parser(sub)
     sub.add_parser("reference-server", help="run the reference LLM server (see --help after the command)")
+    baseline = sub.add_parser("baseline", help="baseline tools").add_subparsers(dest="baseline_command",
+                                                                               required=True)
+    pb = baseline.add_parser("import-pytest-benchmark",
+                             help="store pytest-benchmark JSON files (saved runs) as baseline sessions")
+    pb.add_argument("files", nargs="+", help="pytest-benchmark JSON files (.benchmarks/*/NNNN_*.json)")
+    pb.add_argument("--testbed", help="testbed name (default: this machine's, as `hwbench testbed` prints)")
+    pb.add_argument("--dir", default="baselines", help="baseline directory (default: baselines)")
+    pb.add_argument("--keep", type=int, default=5, help="sessions kept per test (default 5, as baseline.sessions)")
+    pb.add_argument("--trials", type=int, default=3,
+                    help="trials per session: consecutive blocks of the saved rounds (default 3)")
+    pb.set_defaults(func=_import_pytest_benchmark)
+    from pytest_hwbench.report import fleet_cli
+
+    fleet_cli.add_fleet_parser(sub)
+    fleet_cli.add_mlflow_parser(sub)
+    fleet_cli.add_dashboard_parser(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except HwbenchInputError as err:
+        print(f"hwbench {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

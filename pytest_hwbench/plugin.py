@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Generator, Iterator
@@ -50,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hwbench-testbed", metavar="NAME",
                     help="testbed name keying baselines (default: recipe 'testbed', else derived from "
                          "CPU model, cores, memory and GPUs)")
+    group.addoption("--hwbench-host", metavar="NAME", default=os.environ.get("HWBENCH_HOST") or None,
+                    help="host name reported for this machine (default: $HWBENCH_HOST, else the hostname); "
+                         "for a box whose hostname is not unique in the fleet")
     group.addoption("--hwbench-save-baseline", action="store_true",
                     help="write/update baselines/<testbed>/ from this run instead of comparing")
     group.addoption("--hwbench-force-baseline", action="store_true",
@@ -87,6 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistControllerHooks(session), "hwbench-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):  # pytest-benchmark's tests get hwbench verdicts too
+        from pytest_hwbench.measure.pytest_benchmark_compat import BenchmarkFixtureBridge
+
+        config.pluginmanager.register(BenchmarkFixtureBridge(session, RECORDER_KEY, _judged),
+                                      "hwbench-pytest-benchmark")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -123,15 +132,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Recorder:
+def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    from pytest_hwbench.measure.samplers.monitor import monitor_for
+
     session = get_session(request.config)
     item = request.node
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
+    recorder.monitor = monitor_for(session.recipe.resources,
+                                   lambda: session.services.sampling_pids(session.service_names(item)))
     item.stash[RECORDER_KEY] = recorder
-    return recorder
+    yield recorder
+    if recorder.monitor is not None:
+        recorder.monitor.close()
 
 
 @pytest.fixture(scope="session")
@@ -233,11 +248,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     """Warm-up, then rounds of ``repetitions`` trials: after each round the verdict is judged, and while a
     baseline comparison is INCONCLUSIVE another round runs, up to ``baseline.reruns`` extra rounds and
-    ``baseline.max_seconds`` (the comparison splits its false-FAIL budget over those planned looks)."""
+    ``baseline.max_seconds`` (the FAIL boundary of each look accounts for the repeated looks). Saving a
+    baseline runs every round."""
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
-    from pytest_hwbench.measure.fingerprint import run_conditions
+    from pytest_hwbench.measure.fingerprint import LoadMeter, run_conditions
 
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
@@ -249,34 +265,46 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 recorder.begin_trial(i, warmup=True)
                 item.runtest()
             started = time.monotonic()
+            meter = LoadMeter()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
                 item.runtest()
             recorder.begin_trial(reps - 1)
             result = yield
-            verdict, payload = session.judge(item, recorder, conditions)
-            rounds = policy.reruns
-            while rounds > 0 and session.wants_more_trials(verdict):
-                spent = time.monotonic() - started
-                per_round = spent / max(recorder.trial_count // reps, 1)
-                if spent + per_round > policy.max_seconds:
+            conditions["load_other"] = meter.external_fraction()
+            recorder.end_trial()
+            verdict, payload = session.judge(item, recorder, conditions, look=0)
+            # Saving a baseline spends the whole budget: a stored session is compared many times.
+            saving = session.options.save_baseline
+            for look in range(1, policy.reruns + 1):
+                if not (saving or session.wants_more_trials(verdict)):
                     break
-                rounds -= 1
+                spent = time.monotonic() - started
+                if spent + spent / look > policy.max_seconds:
+                    break
                 for _ in range(reps):
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
-                verdict, payload = session.judge(item, recorder, conditions)
+                conditions["load_other"] = meter.external_fraction()
+                recorder.end_trial()
+                verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
+            recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
+    _judged(item, verdict, payload)
+    return result
+
+
+def _judged(item: pytest.Item, verdict: TestResult, payload: dict) -> None:
+    """Hand a judged test's payload to its report, add its JUnit properties, and fail it on a FAIL."""
     item.stash[PAYLOAD_STASH] = payload
     item.user_properties.extend(junit_properties(verdict))
     if verdict.verdict == "FAIL":
         pytest.fail("\n".join(verdict.failures), pytrace=False)
-    return result
 
 
 def junit_properties(result: TestResult) -> list[tuple[str, Any]]:

@@ -25,11 +25,13 @@ from pytest_hwbench import __version__
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.measure.samplers.metrics import pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
+from pytest_hwbench.verdict.bottleneck import attribute_result
 from pytest_hwbench.verdict.result import TestResult
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
@@ -138,7 +140,9 @@ class HwbenchSession:
     def fingerprint(self) -> dict[str, Any]:
         from pytest_hwbench.measure.fingerprint import collect_fingerprint
 
-        return collect_fingerprint(self.config.rootpath)
+        fp = collect_fingerprint(self.config.rootpath)
+        host = self.config.getoption("hwbench_host", None)
+        return {**fp, "hostname": host} if host else fp
 
     @cached_property
     def testbed(self) -> str:
@@ -168,14 +172,18 @@ class HwbenchSession:
         return [wanted] if isinstance(wanted, str) else list(wanted)
 
     def environment(self, service_facts: dict[str, Any] | None,
-                    conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+                    conditions: dict[str, Any] | None = None,
+                    tool_versions: dict[str, Any] | None = None) -> dict[str, Any]:
         """The environment a baseline is saved and compared in: the machine fingerprint, the version facts
-        of the services the test used, and the run conditions the test started under."""
+        of the services the test used, the run conditions the test started under, and the versions of the
+        hardware tools it ran (``hwbench.extra["tool_versions"]``, see workloads/hardware/runner.py)."""
         env = dict(self.fingerprint)
         if service_facts:
             env["services"] = service_facts
         if conditions:
             env["conditions"] = conditions
+        if tool_versions:
+            env["tools"] = tool_versions
         return env
 
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
@@ -200,8 +208,8 @@ class HwbenchSession:
         exprs += [parse_slo(text, f"@pytest.mark.hwbench(slo=...) on {item.nodeid}") for text in marker_slo]
         return exprs
 
-    def judge(self, item: pytest.Item, recorder: Recorder,
-              conditions: dict[str, Any] | None = None) -> tuple[TestResult, dict[str, Any]]:
+    def judge(self, item: pytest.Item, recorder: Recorder, conditions: dict[str, Any] | None = None,
+              look: int = 0) -> tuple[TestResult, dict[str, Any]]:
         """Build the typed result of a finished measurement (SLOs, baseline, validity) and decide it.
         Returns the result and the payload (plain JSON) that travels to the controller."""
         from pytest_hwbench.verdict.decide import decide
@@ -223,18 +231,32 @@ class HwbenchSession:
         result.service_facts = self.services.facts(self.service_names(item))
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
-            result.baseline = self._compare_baseline(item, metrics, self.environment(result.service_facts,
-                                                                                     conditions))
+            result.baseline = self._compare_baseline(
+                item, metrics, self.environment(result.service_facts, conditions,
+                                                recorder.extra.get("tool_versions")), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
+        self._attribute(result, recorder)
         decide(result, require_baseline=self.require_baseline)
+        if result.verdict == "FAIL" and result.bottleneck is not None:
+            result.failures.append(result.bottleneck.line())  # why, for the engineer reading the failure
         payload = result.to_dict()
         payload["samples"] = {name: encode_samples(m.samples()) for name, m in recorder.metrics.items()
                               if m.trials}
         return result, payload
 
+    @staticmethod
+    def _attribute(result: TestResult, recorder: Recorder) -> None:
+        """Resource figures and the bottleneck attribution (``verdict.bottleneck``) of the measurement; a
+        client-bound attribution makes it invalid (never a PASS), unless the engine already said so."""
+        result.resources = resources_payload(recorder.monitor)
+        result.bottleneck = attribute_result({"resources": result.resources, "extra": result.extra,
+                                              "metrics": {n: m.to_dict() for n, m in result.metrics.items()}})
+        if not result.bottleneck.valid and not result.invalid:
+            result.invalid.append(result.bottleneck.line())
+
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
-                          environment: dict[str, Any]) -> Any:
+                          environment: dict[str, Any], look: int) -> Any:
         from pytest_hwbench.measure.fingerprint import conditions_differ
         from pytest_hwbench.verdict.baseline import compare_test
         from pytest_hwbench.verdict.result import BaselineComparison
@@ -253,7 +275,8 @@ class HwbenchSession:
                         "(save one with --hwbench-save-baseline)")
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
         differ = conditions_differ(stored, environment.get("conditions") or {})
-        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ)
+        return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
+                            look=look)
 
     @staticmethod
     def wants_more_trials(result: TestResult) -> bool:
@@ -269,6 +292,7 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Take one test's payload from its call report: keep it, append it, write its raw samples."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
+        samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
         payload = redact(payload, self.recipe.secret_values)
@@ -296,7 +320,8 @@ class HwbenchSession:
         git = self.fingerprint.get("git") or {}
         self._to_save[payload["test_id"]] = SaveRecord(
             metrics={n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
-            environment=self.environment(payload.get("service_facts"), payload.get("conditions")),
+            environment=self.environment(payload.get("service_facts"), payload.get("conditions"),
+                                         (payload.get("extra") or {}).get("tool_versions")),
             commit=git.get("commit"), run_id=self.run_id)
 
     def add_skip(self, report: pytest.TestReport) -> None:
@@ -374,8 +399,11 @@ class HwbenchSession:
 
         outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, list(self.results.values()),
                               [self.writer.dir / "results.json", self.writer.dir / "run.json"],
-                              self.recipe.secret_values)
+                              self.recipe.secret_values, probe_timeout_s=self.recipe.mlflow.probe_timeout_s,
+                              probe_retries=self.recipe.mlflow.probe_retries)
         self.mlflow_warning = outcome.warning
+        if not outcome.ok and outcome.warning:
+            self.mlflow_warning += f" (log it later: hwbench mlflow upload {self.writer.dir})"
         self.mlflow_run_id = outcome.parent_run_id if outcome.ok else None
 
 

@@ -5,8 +5,8 @@ server's. This script puts two numbers on the engine, each next to an anchor, on
 
 (a) **Plain HTTP request rate** — the engine (closed loop, ``http1`` client) and ``wrk`` against the same
     loopback server (a tiny asyncio server in its own process answering every request with a 2-byte body),
-    same URL, same connection count, same duration, interleaved over ``--rounds``; best round per tool and
-    the ratio. The server's CPU share is printed: where it is ~100 %, the server, not the client, capped the
+    same URL, same connection count, same duration; req/s and client CPU microseconds per request of
+    each. The server's CPU share is printed: where it is ~100 %, the server, not the client, capped the
     rate (both tools then see the same ceiling).
 (b) **Streamed events/s with correct ITL** — the engine's OpenAI client and a plain aiohttp loop written
     the way vLLM's ``benchmarks/backend_request_func.py`` (``async_request_openai_completions``) does it —
@@ -18,9 +18,10 @@ server's. This script puts two numbers on the engine, each next to an anchor, on
     grows, the *server* fell behind and sends bursts: then several events share one read, ITL p50 -> 0).
     "ok" marks a run whose ITL p50 is within 0.5 ms and mean within 5 % of the configured value.
 
-Run: ``python scripts/bench_engine.py`` (~2 minutes). Installs ``wrk`` with apt-get when it is missing and
-can (says so). ``--first-in-line`` runs the server and both clients under SCHED_FIFO (needs root or
-CAP_SYS_NICE), taking other tenants of a shared machine out of the timings.
+Run: ``python scripts/bench_engine.py`` (~1 minute). Installs ``wrk`` with apt-get when it is missing and
+can (says so). The two sides of each comparison alternate (interleaved pairs); each ratio is printed as
+min / median / max over ``--runs`` pairs next to its target; the load average is printed and the script
+refuses a busy machine unless ``--allow-busy`` (``_bench_common.py``). Nothing runs at raised priority.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -46,11 +46,13 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from _bench_common import LoadGuard, add_load_args, fmt_mmm, interleaved, machine_line, ratio_line
 
 from pytest_hwbench.reference_server import ReferenceConfig, ReferenceServerProcess
 from pytest_hwbench.workloads.engine import LoadSpec, run_load_sync
 from pytest_hwbench.workloads.http1 import CollectSink, HTTP1Pool
 from pytest_hwbench.workloads.llm_metrics import compute_llm_metrics
+from pytest_hwbench.workloads.loop import resolve_event_loop
 from pytest_hwbench.workloads.openai_client import OpenAIClientConfig
 from pytest_hwbench.workloads.prompts import synthetic_prompts
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
@@ -61,32 +63,11 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------------------- machine
-def first_in_line(pid: int = 0) -> str:
-    """SCHED_FIFO 1 for ``pid`` (0: this thread) when allowed; returns what was done (for the report)."""
-    try:
-        os.sched_setscheduler(pid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
-        return "SCHED_FIFO 1"
-    except (OSError, AttributeError) as exc:
-        return f"not elevated ({exc})"
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a running process (from /proc: no need to wait for it)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def machine_facts() -> str:
-    model = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    return (f"machine: {os.cpu_count()} cores ({model}), load average {load}, Python {platform.python_version()}, "
-            f"aiohttp {aiohttp.__version__}, {platform.system()} {platform.release()}")
 
 
 def ensure_wrk() -> tuple[str | None, str]:
@@ -132,14 +113,12 @@ async def _serve_http() -> None:
 
 
 @contextlib.contextmanager
-def tiny_http_server(rt: bool) -> Iterator[tuple[str, int]]:
+def tiny_http_server() -> Iterator[tuple[str, int]]:
     """The tiny server in its own process (``--serve-http`` of this script); yields (url, pid)."""
     proc = subprocess.Popen([sys.executable, __file__, "--serve-http"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        if rt:
-            first_in_line(proc.pid)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
@@ -186,6 +165,11 @@ class RateResult:
     server_cpu: float
     errors: int = 0
 
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Client CPU time per request: what the client costs, less sensitive to neighbours than req/s."""
+        return 1e6 * self.client_cpu / self.rps if self.rps else float("nan")
+
 
 def engine_rate(url: str, server_pid: int, connections: int, duration_s: float) -> RateResult:
     cpu0 = cpu_seconds(server_pid)
@@ -209,15 +193,12 @@ def _wrk_ms(text: str, label: str) -> float:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
 
 
-def wrk_rate(wrk: str, url: str, server_pid: int, connections: int, duration_s: float,
-             rt: bool) -> RateResult:
+def wrk_rate(wrk: str, url: str, server_pid: int, connections: int, duration_s: float) -> RateResult:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0 = cpu_seconds(server_pid)
     t0 = time.perf_counter()
     proc = subprocess.Popen([wrk, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "--latency", url + "/"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if rt:
-        first_in_line(proc.pid)
     out, _ = proc.communicate()
     wall = time.perf_counter() - t0
     server_cpu = (cpu_seconds(server_pid) - cpu0) / wall
@@ -390,16 +371,19 @@ def vllm_style_stream(url: str, streams: int, duration_s: float, itl_ms: float) 
 
 
 # ---------------------------------------------------------------------------------------------- main
+HTTP_TARGET = 0.6  # engine ÷ wrk at 64 connections, one client core (issue #14)
+STREAM_TARGET = 1.0  # engine ÷ the vLLM-style aiohttp loop: at least as many events/s with correct ITL
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=64, help="(a) connections for both tools (default 64)")
-    ap.add_argument("--http-duration", type=float, default=5.0, help="(a) seconds per tool and round")
-    ap.add_argument("--rounds", type=int, default=3, help="(a) interleaved rounds; the best is kept")
+    ap.add_argument("--http-duration", type=float, default=3.0, help="(a) seconds per tool and run")
     ap.add_argument("--streams", type=int, default=64, help="(b) concurrent streams (default 64)")
-    ap.add_argument("--itl", default="5,2,1", help="(b) configured ITLs in ms (default 5,2,1)")
-    ap.add_argument("--stream-duration", type=float, default=6.0, help="(b) measured seconds per client and ITL")
-    ap.add_argument("--first-in-line", action="store_true",
-                    help="run servers and clients under SCHED_FIFO 1 (root / CAP_SYS_NICE)")
+    ap.add_argument("--itl", default="5", help="(b) configured ITLs in ms, comma-separated (default 5)")
+    ap.add_argument("--stream-duration", type=float, default=4.0, help="(b) measured seconds per client and run")
+    ap.add_argument("--skip-streams", action="store_true", help="only (a)")
+    add_load_args(ap)
     ap.add_argument("--serve-http", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_http:
@@ -407,64 +391,71 @@ def main() -> int:
         return 0
 
     started = time.perf_counter()
-    print(machine_facts())
-    if args.first_in_line:
-        print(f"scheduling: {first_in_line()} for this process, servers and wrk")
-    else:
-        print("scheduling: default (other tenants' CPU time lands in these figures; --first-in-line removes it)")
+    guard = LoadGuard.from_args(args)
+    print(machine_line() + f", aiohttp {aiohttp.__version__}, event loop for closed loops: "
+          f"{resolve_event_loop('auto', 'closed')}")
+    guard.check("before")
     wrk, note = ensure_wrk()
     if note:
         print(note)
 
     # (a) ------------------------------------------------------------------------------------------------
     c = args.connections
+    busy = "  [BUSY]" if guard.busy else ""
     print(f"\n(a) plain HTTP GET, loopback tiny asyncio server (own process), {c} connections, "
-          f"{args.http_duration:g} s per tool, best of {args.rounds} interleaved rounds")
-    eng: list[RateResult] = []
-    ref: list[RateResult] = []
-    with tiny_http_server(args.first_in_line) as (url, pid):
-        for _ in range(args.rounds):
-            eng.append(engine_rate(url, pid, c, args.http_duration))
-            if wrk:
-                ref.append(wrk_rate(wrk, url, pid, c, args.http_duration, args.first_in_line))
-    print(f"{'tool':28} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'client CPU':>10} {'server CPU':>10} "
-          f"{'errors':>6}  rounds (req/s)")
-    rows = [("engine (http1, 1 loop)", eng)] + ([("wrk -t1", ref)] if ref else [])
-    best = {}
-    for name, results in rows:
-        b = max(results, key=lambda r: r.rps)
-        best[name] = b
-        print(f"{name:28} {b.rps:9.0f} {b.p50_ms:7.2f} {b.p99_ms:7.2f} {b.client_cpu:10.0%} {b.server_cpu:10.0%} "
-              f"{b.errors:6d}  {', '.join(f'{r.rps:.0f}' for r in results)}")
+          f"{args.http_duration:g} s per tool, {args.runs} interleaved pairs{busy}")
+    with tiny_http_server() as (url, pid):
+        if wrk:
+            eng, ref = interleaved(args.runs, lambda: engine_rate(url, pid, c, args.http_duration),
+                                   lambda: wrk_rate(wrk, url, pid, c, args.http_duration), guard)
+        else:
+            eng, ref = [engine_rate(url, pid, c, args.http_duration) for _ in range(args.runs)], []
+    print(f"{'tool':24} {'req/s min/med/max':>26} {'p50 ms':>7} {'p99 ms':>7} {'client CPU':>10} "
+          f"{'CPU us/req':>10} {'server CPU':>10} {'errors':>6}")
+    for name, results in (("engine (http1, 1 loop)", eng), ("wrk -t1", ref)):
+        if not results:
+            continue
+        med = sorted(results, key=lambda r: r.rps)[len(results) // 2]
+        print(f"{name:24} {fmt_mmm([r.rps for r in results], ',.0f'):>26} {med.p50_ms:7.2f} {med.p99_ms:7.2f} "
+              f"{med.client_cpu:10.0%} {med.cpu_us_per_request:10.1f} {med.server_cpu:10.0%} "
+              f"{sum(r.errors for r in results):6d}")
     if ref:
-        print(f"ratio engine / wrk: {best['engine (http1, 1 loop)'].rps / best['wrk -t1'].rps:.2f}")
+        print(ratio_line("engine ÷ wrk, req/s", [e.rps / w.rps for e, w in zip(eng, ref, strict=True)],
+                         HTTP_TARGET, busy=guard.busy))
+        print(ratio_line("engine ÷ wrk, client CPU per request (lower is better)",
+                         [e.cpu_us_per_request / w.cpu_us_per_request for e, w in zip(eng, ref, strict=True)],
+                         None))
 
     # (b) ------------------------------------------------------------------------------------------------
-    itls = [float(v) for v in args.itl.split(",") if v.strip()]
-    s = args.streams
-    print(f"\n(b) streamed completions from the reference server (own process), {s} streams, TTFT 10 ms, "
-          f"~1 s answers, {args.stream_duration:g} s measured per client and ITL")
-    print(f"{'ITL':>5} {'client':22} {'offered ev/s':>12} {'events/s':>9} {'ratio':>6} {'ITL p50-cfg':>11} "
-          f"{'p99-cfg':>8} {'mean-cfg':>8} {'TTFT p50':>8} {'CPU':>5} {'us/ev':>6} {'srv late mean/p99':>17} "
-          f"{'err':>4}")
-    for itl_ms in itls:
-        tokens = max(50, round(1000 / itl_ms))
-        cfg = ReferenceConfig(ttft_ms=10, itl_ms=itl_ms, output_tokens=tokens)
-        with ReferenceServerProcess(cfg) as srv:
-            assert srv.base_url is not None
-            if args.first_in_line and srv._proc is not None:  # the wrapper has no public pid
-                first_in_line(srv._proc.pid)
-            results = {"engine (openai_client)": engine_stream(srv.base_url, s, args.stream_duration, itl_ms),
-                       "aiohttp, vLLM-style": vllm_style_stream(srv.base_url, s, args.stream_duration, itl_ms)}
-        base = results["aiohttp, vLLM-style"].events_s
-        for name, r in results.items():
-            ok = abs(r.itl_p50 - itl_ms) <= 0.5 and abs(r.itl_mean - itl_ms) <= 0.05 * itl_ms
-            print(f"{itl_ms:5g} {name:22} {s * 1000 / itl_ms:12.0f} {r.events_s:9.0f} {r.events_s / base:6.2f} "
-                  f"{r.itl_p50 - itl_ms:+11.3f} {r.itl_p99 - itl_ms:+8.3f} {r.itl_mean - itl_ms:+8.3f} "
-                  f"{r.ttft_p50:8.2f} {r.client_cpu:5.0%} {1e6 * r.client_cpu / r.events_s:6.1f} "
-                  f"{r.server_late_mean:8.2f}/{r.server_late_p99:<8.2f} "
-                  f"{r.errors:4d} {'ok' if ok else 'ITL off'}")
-    print(f"\n{machine_facts()}\ntotal {time.perf_counter() - started:.0f} s")
+    if not args.skip_streams:
+        itls = [float(v) for v in args.itl.split(",") if v.strip()]
+        s = args.streams
+        print(f"\n(b) streamed completions from the reference server (own process), {s} streams, TTFT 10 ms, "
+              f"~1 s answers, {args.stream_duration:g} s measured per client, {args.runs} interleaved pairs{busy}")
+        print(f"{'ITL':>5} {'client':22} {'events/s min/med/max':>26} {'ITL p50-cfg':>11} {'p99-cfg':>8} "
+              f"{'mean-cfg':>8} {'TTFT p50':>8} {'CPU':>5} {'us/ev':>6} {'srv late p99':>12} {'err':>4}")
+        for itl_ms in itls:
+            tokens = max(50, round(1000 / itl_ms))
+            cfg = ReferenceConfig(ttft_ms=10, itl_ms=itl_ms, output_tokens=tokens)
+            with ReferenceServerProcess(cfg) as srv:
+                assert srv.base_url is not None
+                url = srv.base_url
+                ours, theirs = interleaved(
+                    args.runs, lambda url=url, itl_ms=itl_ms: engine_stream(url, s, args.stream_duration, itl_ms),
+                    lambda url=url, itl_ms=itl_ms: vllm_style_stream(url, s, args.stream_duration, itl_ms), guard)
+            for name, results in (("engine (openai_client)", ours), ("aiohttp, vLLM-style", theirs)):
+                r = sorted(results, key=lambda x: x.events_s)[len(results) // 2]
+                ok = abs(r.itl_p50 - itl_ms) <= 0.5 and abs(r.itl_mean - itl_ms) <= 0.05 * itl_ms
+                print(f"{itl_ms:5g} {name:22} {fmt_mmm([x.events_s for x in results], ',.0f'):>26} "
+                      f"{r.itl_p50 - itl_ms:+11.3f} {r.itl_p99 - itl_ms:+8.3f} {r.itl_mean - itl_ms:+8.3f} "
+                      f"{r.ttft_p50:8.2f} {r.client_cpu:5.0%} {1e6 * r.client_cpu / r.events_s:6.1f} "
+                      f"{r.server_late_p99:12.2f} {sum(x.errors for x in results):4d} "
+                      f"{'ok' if ok else 'ITL off'}")
+            print(ratio_line(f"ITL {itl_ms:g} ms: engine ÷ aiohttp loop, events/s",
+                             [a.events_s / b.events_s for a, b in zip(ours, theirs, strict=True)], STREAM_TARGET,
+                             busy=guard.busy))
+    guard.check("after")
+    print(f"\n{machine_line()}\n{guard.summary()}\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 
 

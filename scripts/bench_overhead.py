@@ -1,23 +1,27 @@
 """Benchmark: pytest-hwbench's overhead on 1000 trivial parametrised tests, as a ratio to plain pytest.
 
-Three suites run in the same process tree, best of ``--rounds`` each, so the ratio is taken on the same
-machine state:
+Three suites run in the same process tree, interleaved (every run does all three, in a rotating order),
+``--runs`` times; each ratio is min / median / max over the runs, printed next to its target (the load
+guard of ``_bench_common.py`` refuses a busy machine unless ``--allow-busy``):
 - anchor: plain pytest with the plugin disabled (``-p no:hwbench``)
 - plugin loaded, tests that do not use it (the cost every user pays)
 - plugin measuring: each test records one value through the ``hwbench`` fixture (1 trial, no MLflow),
   so the run writes results, raw samples and the summary table
 
-Run: ``python3 scripts/bench_overhead.py [--tests 1000] [--rounds 3]``.
+Run: ``python3 scripts/bench_overhead.py [--tests 1000] [--runs 3]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _bench_common import LoadGuard, add_load_args, fmt_mmm, machine_line, ratio_line
 
 PLAIN = """
 import pytest
@@ -43,11 +47,17 @@ def run(suite_dir: Path, extra: list[str]) -> float:
     return elapsed
 
 
+TARGET = 1.2  # plugin measuring 1 value per test ÷ plain pytest (issue #14)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tests", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
+    add_load_args(ap)
     args = ap.parse_args()
+    guard = LoadGuard.from_args(args)
+    print(machine_line())
+    guard.check("before")
     with tempfile.TemporaryDirectory() as tmp:
         plain, measuring = Path(tmp, "plain"), Path(tmp, "measuring")
         for d, body in ((plain, PLAIN), (measuring, MEASURING)):
@@ -59,12 +69,26 @@ def main() -> int:
             "plugin measuring, 1 value per test": (measuring, ["--hwbench-repetitions", "1",
                                                                "--no-hwbench-mlflow"]),
         }
-        best = {name: min(run(d, extra) for _ in range(args.rounds)) for name, (d, extra) in cases.items()}
-    anchor = next(iter(best.values()))
-    print(f"{args.tests} trivial parametrised tests, best of {args.rounds} (wall seconds, whole pytest process)")
-    print(f"{'suite':45} {'seconds':>8} {'ratio':>7} {'per test':>10}")
-    for name, secs in best.items():
-        print(f"{name:45} {secs:8.2f} {secs / anchor:7.2f}x {1e3 * (secs - anchor) / args.tests:8.2f}ms")
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for i in range(args.runs):  # interleaved: every run does all three suites, in a rotating order
+            names = list(cases)
+            for name in names[i % 3:] + names[:i % 3]:
+                d, extra = cases[name]
+                times[name].append(run(d, extra))
+            guard.check(f"after run {i + 1}/{args.runs}")
+    anchor = next(iter(times.values()))
+    busy = "  [BUSY]" if guard.busy else ""
+    print(f"\n{args.tests} trivial parametrised tests, {args.runs} interleaved runs (wall seconds of the whole "
+          f"pytest process, min / median / max){busy}")
+    print(f"{'suite':40} {'seconds':>22} {'ratio':>20} {'per test':>10}")
+    for name, secs in times.items():
+        ratios = [s / a for s, a in zip(secs, anchor, strict=True)]
+        extra_ms = 1e3 * (statistics.median(secs) - statistics.median(anchor)) / args.tests
+        print(f"{name:40} {fmt_mmm(secs):>22} {fmt_mmm(ratios):>20} {extra_ms:8.2f}ms")
+    measuring_ratios = [s / a for s, a in zip(times["plugin measuring, 1 value per test"], anchor, strict=True)]
+    print(ratio_line("plugin measuring ÷ plain pytest, wall time (lower is better)", measuring_ratios, TARGET,
+                     higher_is_better=False, busy=guard.busy))
+    print(guard.summary())
     return 0
 
 

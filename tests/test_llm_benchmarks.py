@@ -148,8 +148,10 @@ def test_a_client_bound_run_fails_with_the_self_check_evidence(pytester: pytest.
     res = pytester.runpytest_subprocess("--recipe", "strict.yaml", "--no-hwbench-mlflow", "-p", "no:cacheprovider",
                                         "--hwbench-repetitions", "1", "-k", "test_llm_latency")
     res.assert_outcomes(failed=1)
-    res.stdout.fnmatch_lines(["*the load generator, not the server, was the bottleneck: event-loop lag p99*",
-                              "*event-loop lag p99 * ms; client CPU *% of a core*"])
+    # Which party is blamed depends on the machine: a saturated client, or (on a busy box) a contended one.
+    res.stdout.re_match_lines([r".*(the load generator, not the server, was the bottleneck|the machine was "
+                               r"contended, not the client saturated): event-loop lag p99.*",
+                               r".*event-loop lag p99 .* ms; client CPU .*% of a core.*"])
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,8 @@ def small(dsn: str, **kw: Any) -> PostgresWorkload:
     return PostgresWorkload(dsn=dsn, **kw)
 
 
-def test_known_workload_counts_rows_and_keeps_tpcb_consistent(db: str) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["round-trips", "pipeline"])
+def test_known_workload_counts_rows_and_keeps_tpcb_consistent(db: str, pipeline: bool) -> None:
     w = small(db, mix="insert", connections=2)
     run = run_postgres(w, LoadSpec.closed(2, requests=150), cleanup=False)
     try:
@@ -160,7 +161,7 @@ def test_known_workload_counts_rows_and_keeps_tpcb_consistent(db: str) -> None:
         assert w.cleanup_sync() is True
     assert not asyncio.run(w.schema_exists())
 
-    t = small(db, mix="tpcb", scale=2, connections=3)
+    t = small(db, mix="tpcb", scale=2, connections=3, pipeline=pipeline)
     run = run_postgres(t, LoadSpec.closed(3, requests=200, warmup_requests=10), cleanup=False)
     try:
         s = t.schema

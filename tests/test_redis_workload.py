@@ -52,7 +52,7 @@ def test_metrics_count_operations_weight_pipelined_latency_and_skip_warmup() -> 
         rec(0, 0, 10_000, warmup=True),                                     # ignored
         rec(1, 1_000_000, 1_100_000, n=4, bytes_out=40, bytes_in=400),     # pipeline of 4 GETs, 100 us
         rec(2, 1_000_000, 1_300_000, op="set", n=1, bytes_out=74),          # 300 us
-        rec(3, 1_500_000, 2_000_000, op="set", error=ErrorClass.TIMEOUT),   # failed, no latency sample
+        rec(3, 1_500_000, 2_000_000, op="set", error=ErrorClass.TIMEOUT),   # failed: censored at 500 us
     ]
     m = compute_kv_metrics(records)
     assert m.window_s == pytest.approx(1e-3)  # first measured send (1.0 ms) -> last completion (2.0 ms)
@@ -61,7 +61,8 @@ def test_metrics_count_operations_weight_pipelined_latency_and_skip_warmup() -> 
     assert m.scalars["ops_s"] == pytest.approx(5 / 1e-3)
     assert m.scalars["error_rate"] == pytest.approx(1 / 6)
     assert m.scalars["bytes_s"] == pytest.approx((40 + 400 + 74) / 1e-3)
-    assert sorted(m.samples["latency_us"].tolist()) == [100.0] * 4 + [300.0]
+    assert sorted(m.samples["latency_us"].tolist()) == [100.0] * 4 + [300.0, 500.0]
+    assert sorted(m.samples["latency_us_set"].tolist()) == [300.0, 500.0]
     assert m.samples["latency_us_get"].tolist() == [100.0] * 4
     assert m.per_op["set"]["attempted"] == 2 and m.per_op["set"]["failed"] == 1
     assert m.scalars["ops_s_get"] == pytest.approx(4 / 1e-3) and m.errors == {ErrorClass.TIMEOUT: 1}
@@ -74,7 +75,8 @@ def test_metrics_of_partly_failed_pipeline_and_engine_made_records() -> None:
     m = compute_kv_metrics([mixed, crashed])
     assert m.counts["attempted_ops"] == 5 and m.counts["failed_ops"] == 2 and m.counts["succeeded_ops"] == 3
     assert m.per_op["unknown"]["failed"] == 1 and m.counts["bytes"] == 40  # the 3 GETs did move bytes
-    assert m.samples["latency_us"].size == 0  # a request with any failure gives no latency sample
+    # failed operations stay in as censored values (time until their request failed)
+    assert sorted(m.samples["latency_us"].tolist()) == [1.0, 2.0]
 
 
 def test_sql_metrics_count_serialization_failures() -> None:
@@ -405,3 +407,95 @@ def test_benchmark_refuses_a_non_empty_database_through_the_plugin(pytester: pyt
     res.assert_outcomes(passed=1)
     assert r.dbsize() == 1
 
+
+
+# -- the protocol-level client: both RESP readers ---------------------------------------------------------------
+PARSERS = ["python", pytest.param("hiredis", marks=pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("hiredis") is None, reason="pip install hiredis"))]
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_resp_reader_handles_any_split_of_the_reply_bytes(parser: str) -> None:
+    """Replies arrive in arbitrary pieces; each reader gives the same counts for every split."""
+    import asyncio
+
+    from pytest_hwbench.workloads.redis_client import RedisLoadClient, _RespConn
+
+    value = b"v" * 300
+    wire = (b"$300\r\n" + value + b"\r\n" + b"$-1\r\n" + b"+OK\r\n" + b"-ERR wrong type\r\n"
+            + b":7\r\n" + b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n" + b"$0\r\n\r\n")
+    gets = [True, True, False, True, False, False, True]
+
+    async def feed(pieces: list[bytes]) -> _RespConn:
+        client = RedisLoadClient(RedisWorkload(parser=parser))
+        conn = _RespConn(client, parser == "hiredis")
+        conn.transport = _NullTransport()  # type: ignore[assignment]
+        fut = asyncio.get_running_loop().create_future()
+        conn.begin([b"..."], gets, fut)
+        for piece in pieces:
+            conn.data_received(piece)
+        assert fut.done() and conn.lost is None
+        return conn
+
+    for step in (1, 2, 3, 7, 64, len(wire)):
+        conn = asyncio.run(feed([wire[i:i + step] for i in range(0, len(wire), step)]))
+        assert conn.received == 300 and conn.misses == 1, step
+        assert conn.failed == {"get": 1} and conn.first_error.endswith("wrong type")
+        assert conn.end_ns > 0
+
+    async def extra() -> _RespConn:
+        client = RedisLoadClient(RedisWorkload(parser=parser))
+        conn = _RespConn(client, parser == "hiredis")
+        conn.transport = _NullTransport()  # type: ignore[assignment]
+        fut = asyncio.get_running_loop().create_future()
+        conn.begin([b"..."], [False], fut)
+        conn.data_received(b"+OK\r\n+OK\r\n")  # a reply nobody asked for: the connection is not trusted
+        return conn
+
+    conn = asyncio.run(extra())
+    assert conn.lost is None and conn.closed  # the request got its reply; the connection is not reused
+
+
+class _NullTransport:
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_both_readers_against_the_server_with_auth_select_and_pipelines(server: RedisProc, r: Any,
+                                                                        parser: str) -> None:
+    r.config_set("requirepass", "pw")
+    try:
+        w = workload(server, mix="get:set=50:50", pipeline=16, keyspace=200, value_size="4kb", db=3,
+                     password="pw", parser=parser)
+        run = run_redis(w, LoadSpec.closed(4, requests=100))
+        m = run.metrics
+        assert m.counts["succeeded_ops"] == 1600 and m.scalars["error_rate"] == 0 and m.counts["misses"] == 0
+        gets = m.per_op["get"]["attempted"]
+        assert m.counts["bytes"] == 1600 * w.key_size + (1600 - gets) * 4096 + gets * 4096
+        assert run.deleted == 200
+        bad = workload(server, mix="get", keyspace=10, password="nope", parser=parser)
+        result = run_load_sync(LoadSpec.closed(1, requests=3), bad.open)
+        assert all(x.error == ErrorClass.SERVER for x in result.records)
+        assert all("WRONGPASS" in (x.error_detail or "") or "invalid" in (x.error_detail or "").lower()
+                   for x in result.records), [x.error_detail for x in result.records]
+    finally:
+        r.config_set("requirepass", "")
+
+
+def test_block_planned_choices_equal_the_per_command_hash() -> None:
+    """The numpy block computation makes exactly the choices of mix64 per command (any process agrees)."""
+    from pytest_hwbench.workloads.kv_metrics import mix64
+    from pytest_hwbench.workloads.redis_client import RedisLoadClient
+
+    w = RedisWorkload(mix="get:set=70:30", pipeline=3, keyspace=977, seed=5)
+    c = RedisLoadClient(w)
+    table = mix_table(w.mix)
+    for index in (0, 1, 1023, 1024, 5000, 123_456):
+        keys, gets = c._plan(index)
+        for j in range(3):
+            h = mix64((index * 3 + j) ^ (5 * 0x100000001B3))
+            assert keys[j] == (h >> 16) % 977 and gets[j] == (table[h & 1023] == "get")

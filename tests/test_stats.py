@@ -374,3 +374,20 @@ def test_ratio_ci_contains_point_and_ignores_input_order(cur, base, seed, rnd):
     rnd.shuffle(cur2)
     rnd.shuffle(base2)
     assert bootstrap_ratio_of_medians(cur2, base2, resamples=300, seed=seed) == (point, lo, hi)
+
+
+def test_one_sample_skips_the_bootstrap_and_matches_its_answer():
+    """Nothing to resample: the fast path gives what the general path would (every CI is the value)."""
+    s = summarize([4.5])
+    assert s.count == 1 and s.mean == s.min == s.max == 4.5
+    assert math.isnan(s.stdev) and math.isnan(s.cv)
+    assert set(s.ci) == {"mean", "p50", "p90", "p95", "p99", "p99.9"}
+    assert all(ci == (4.5, 4.5) for ci in s.ci.values())
+    assert all(v == 4.5 for v in s.percentiles.values())
+    with pytest.raises(ValueError, match="non-finite"):
+        summarize([float("nan")])
+
+
+def test_ratio_of_constant_sides_needs_no_resampling():
+    assert bootstrap_ratio_of_medians([2.0], [1.0]) == (2.0, 2.0, 2.0)
+    assert bootstrap_ratio_of_medians([3.0, 3.0, 3.0], [1.5, 1.5]) == (2.0, 2.0, 2.0)

@@ -1,13 +1,16 @@
 """Metrics as recorded by a test, and their plain-data results that travel to the controller.
 
 A ``Metric`` lives in the ``hwbench`` fixture while the test runs: samples are kept per trial (repetition)
-as numpy arrays. ``MetricResult`` is what comes out: summary of the pooled samples plus one value per trial
-(the trial's median), which is the evidence the baseline comparison resamples (DESIGN.md, Verdicts).
+in one growable ``array('d')`` each (a value appended costs a few hundred ns; a numpy array per value cost
+~4 µs and a pointer per sample), turned into numpy once when the test is summarised.
+``MetricResult`` is what comes out: summary of the pooled samples plus one value per trial (the trial's
+median), which is the evidence the baseline comparison resamples (DESIGN.md, Verdicts).
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,29 +35,34 @@ class Metric:
     unit: str = ""
     better: Better = "lower"
     estimated: bool = False
-    trials: list[list[np.ndarray]] = field(default_factory=list)
+    trials: list[array] = field(default_factory=list)
 
-    def add(self, values: np.ndarray, trial: int) -> None:
-        """Append finite float64 ``values`` to trial number ``trial`` (0-based)."""
+    def add(self, values: np.ndarray | float, trial: int) -> None:
+        """Append finite float64 ``values`` (an array, or one float) to trial number ``trial`` (0-based)."""
         while len(self.trials) <= trial:
-            self.trials.append([])
-        self.trials[trial].append(values)
+            self.trials.append(array("d"))
+        if isinstance(values, float):
+            self.trials[trial].append(values)
+        else:
+            self.trials[trial].frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
+
+    def trial_samples(self, trial: int) -> np.ndarray:
+        """The samples of one trial as a read-only float64 view (no copy)."""
+        buf = self.trials[trial]
+        view = np.frombuffer(buf, dtype=np.float64) if len(buf) else np.empty(0, dtype=np.float64)
+        view.flags.writeable = False
+        return view
 
     def samples(self) -> np.ndarray:
-        """All samples of all trials, pooled, in recording order."""
-        chunks = [c for t in self.trials for c in t]
+        """All samples of all trials, pooled, in recording order (a new array)."""
+        chunks = [self.trial_samples(i) for i, t in enumerate(self.trials) if len(t)]
         if not chunks:
             return np.empty(0, dtype=np.float64)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return chunks[0].copy() if len(chunks) == 1 else np.concatenate(chunks)
 
     def trial_values(self) -> list[float]:
         """One value per non-empty trial: the median of that trial's samples."""
-        out = []
-        for t in self.trials:
-            if t:
-                arr = t[0] if len(t) == 1 else np.concatenate(t)
-                out.append(float(np.median(arr)))
-        return out
+        return [float(np.median(self.trial_samples(i))) for i, t in enumerate(self.trials) if len(t)]
 
     def result(self, confidence: float = 0.95) -> MetricResult:
         return MetricResult(name=self.name, unit=self.unit, better=self.better, estimated=self.estimated,

@@ -7,15 +7,21 @@ the recorder files the values under the current trial. Values are kept as float6
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import Better, Metric, MetricResult, infer_better
+from pytest_hwbench.measure.microbench import run_rounds
+
+if TYPE_CHECKING:
+    from pytest_hwbench.measure.samplers.monitor import ResourceMonitor
 
 T = TypeVar("T")
 
@@ -75,12 +81,38 @@ class Recorder:
         self.is_warmup = False
         self.extra: dict[str, Any] = {}
         self.invalid: list[str] = []
+        #: Resource sampling (``measure.samplers``), set by the plugin; None when disabled.
+        self.monitor: ResourceMonitor | None = None
 
     # -- trial bookkeeping (called by the plugin) ------------------------------------------------------
     def begin_trial(self, index: int, *, warmup: bool = False) -> None:
-        """Route following records to trial ``index``, or discard them when ``warmup``."""
+        """Route following records to trial ``index``, or discard them when ``warmup``; measured trials
+        start resource sampling (ended by :meth:`end_trial` or the next ``begin_trial``)."""
+        self.end_trial()
         self.trial = -1 if warmup else index
         self.is_warmup = warmup
+        if self.monitor is not None and not warmup:
+            self.monitor.begin_trial()
+
+    def end_trial(self) -> None:
+        """Stop the trial's resource sampling and record its resource metrics into the trial."""
+        timeline = self.monitor.end_trial() if self.monitor is not None else None
+        if timeline is not None and not self.is_warmup:
+            from pytest_hwbench.measure.samplers.metrics import trial_metrics
+
+            for d, values in trial_metrics(timeline):
+                self.record(d.name, values, unit=d.unit, better=d.better)  # type: ignore[arg-type]
+
+    def measured_window(self) -> contextlib.AbstractContextManager[None]:
+        """``with hwbench.measured_window():`` around the measured phase of a trial (not seeding, not
+        warm-up requests): resource figures then cover only that block."""
+        return self.monitor.window() if self.monitor is not None else contextlib.nullcontext()
+
+    def mark_measured(self, start_ns: int, end_ns: int) -> None:
+        """Mark ``[start_ns, end_ns]`` (``time.perf_counter_ns`` instants) as this trial's measured phase,
+        after the fact (the load engine does this with its first measured send and last answer)."""
+        if self.monitor is not None:
+            self.monitor.mark(start_ns, end_ns)
 
     @property
     def trial_count(self) -> int:
@@ -95,24 +127,28 @@ class Recorder:
         as ``GB/s`` is better higher, anything else lower). Non-finite values are refused: a NaN in a
         benchmark is a bug in the benchmark, and letting it into percentiles would hide it.
         """
-        if not isinstance(name, str) or not name.replace("_", "a").isalnum() or name[0].isdigit():
+        metric = self.metrics.get(name)
+        if metric is None and (not isinstance(name, str) or not name.replace("_", "a").isalnum()
+                               or name[0].isdigit()):
             raise HwbenchInputError(f"metric name {name!r} is not an identifier", field=self.test_id,
                                     fix="use letters, digits and '_' (e.g. 'ttft_ms'), starting with a letter")
-        # A copy, so a caller that reuses its buffer cannot change what was recorded.
-        arr = np.array(value, dtype=np.float64).reshape(-1)
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            raise HwbenchInputError(
-                f"metric {name!r} got {bad} non-finite value(s) (NaN or inf) out of {arr.size}",
-                field=self.test_id, fix="record only finite measurements; count failures in a separate "
-                "metric such as error_rate")
-        if arr.size == 0:
-            return
+        arr: np.ndarray | float
+        if type(value) is float or type(value) is int:  # the common case: one number, no numpy round trip
+            arr = float(value)
+            if not math.isfinite(arr):
+                self._refuse_nonfinite(name, 1, 1)
+        else:
+            # A copy, so a caller that reuses its buffer cannot change what was recorded.
+            arr = np.array(value, dtype=np.float64).reshape(-1)
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:
+                self._refuse_nonfinite(name, bad, arr.size)
+            if arr.size == 0:
+                return
         direction = better or infer_better(unit)
         if direction not in ("lower", "higher"):
             raise HwbenchInputError(f"metric {name!r}: better={better!r}", field=self.test_id,
                                     fix="use better='lower' or better='higher'")
-        metric = self.metrics.get(name)
         if metric is None:
             metric = self.metrics[name] = Metric(name=name, unit=unit, better=direction, estimated=estimated)
         elif unit and metric.unit and unit != metric.unit:
@@ -123,15 +159,40 @@ class Recorder:
             return
         metric.add(arr, self.trial)
 
+    def _refuse_nonfinite(self, name: str, bad: int, size: int) -> None:
+        raise HwbenchInputError(
+            f"metric {name!r} got {bad} non-finite value(s) (NaN or inf) out of {size}",
+            field=self.test_id, fix="record only finite measurements; count failures in a separate "
+            "metric such as error_rate")
+
     def timer(self, name: str, unit: str = "s") -> Timer:
         """A ``with`` / ``async with`` block whose elapsed time is recorded as ``name`` (unit s/ms/us/ns)."""
         return Timer(self, name, unit)
 
     def time(self, fn: Callable[..., T], *args: Any, name: str | None = None, unit: str = "s",
-             **kwargs: Any) -> T:
-        """Call ``fn(*args, **kwargs)``, record its duration as ``name`` (default: fn's name + ``_s``)."""
-        with self.timer(name or f"{getattr(fn, '__name__', 'call')}_{unit}", unit):
-            return fn(*args, **kwargs)
+             rounds: int | None = None, iterations: int | None = None, max_time_s: float = 1.0,
+             min_rounds: int = 5, warmup: bool | float = True, disable_gc: bool = False, **kwargs: Any) -> T:
+        """Time ``fn(*args, **kwargs)`` as a micro-benchmark; record every round as ``name``; return its result.
+
+        The default name is fn's name + ``_`` + unit. Iterations per round are calibrated against the timer's
+        resolution and overhead, rounds are warmed up and then taken for ``max_time_s`` (at least
+        ``min_rounds``), and each round's time per call is one sample (``measure/microbench.py`` says why
+        and how). For one timed call per trial, pass ``rounds=1, iterations=1, warmup=False``. How it was
+        timed (iterations, rounds, timer resolution) is kept in ``extra["timing"][name]``.
+        """
+        if unit not in _TIME_UNITS:
+            raise ValueError(f"time unit must be one of {', '.join(_TIME_UNITS)}, got {unit!r}")
+        base = getattr(fn, "__name__", "call")
+        metric_name = name or f"{base if base.isidentifier() else 'call'}_{unit}"
+        samples, cal, result = run_rounds(fn, args, kwargs, rounds=rounds, iterations=iterations,
+                                          max_time_s=max_time_s, min_rounds=min_rounds, warmup=warmup,
+                                          disable_gc=disable_gc)
+        values = np.frombuffer(samples, dtype=np.float64)
+        factor = _TIME_UNITS[unit] * 1e9
+        self.record(metric_name, values * factor if factor != 1.0 else values, unit=unit, better="lower")
+        if not self.is_warmup:
+            self.extra.setdefault("timing", {})[metric_name] = cal.to_dict()
+        return result  # type: ignore[no-any-return]
 
     def invalidate(self, reason: str) -> None:
         """Mark this measurement invalid (e.g. the load generator was the bottleneck): the verdict becomes

@@ -140,6 +140,8 @@ def summarize(samples: np.ndarray | Sequence[float], confidence: float = 0.95) -
     _check_confidence(confidence)
     x, owned = _as_float_array(samples, "samples")
     n = x.size
+    if n == 1:  # nothing to resample: every statistic and every interval is the value itself
+        return _single(float(x[0]), confidence)
     with np.errstate(over="ignore", invalid="ignore"):
         total = float(x.sum())
     if not math.isfinite(total):
@@ -202,6 +204,9 @@ def bootstrap_ratio_of_medians(current: Sequence[float], baseline: Sequence[floa
         raise ValueError("baseline median is 0, so the ratio median(current)/median(baseline) is "
                          "undefined; compare this metric by difference or record it in non-zero units")
     point = med_c / med_b
+    if cur[0] == cur[-1] and base[0] == base[-1]:
+        # Nothing to resample (one value, or all equal, on each side): every resample gives ``point``.
+        return point, point, point
 
     rng_c, rng_b = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -218,6 +223,17 @@ def bootstrap_ratio_of_medians(current: Sequence[float], baseline: Sequence[floa
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
+
+def _single(value: float, confidence: float) -> Summary:
+    """The summary of one sample, without the bootstrap machinery (and without importing scipy)."""
+    if not math.isfinite(value):
+        raise ValueError(f"non-finite values in samples: {value!r} out of 1; "
+                         "drop failed measurements before recording them")
+    names = [*_PERCENTILE_NAMES, "mean"]
+    return Summary(count=1, mean=value, stdev=math.nan, cv=math.nan, min=value, max=value,
+                   percentiles={name: value for name in _PERCENTILE_NAMES},
+                   ci={name: (value, value) for name in names}, confidence=float(confidence))
+
 
 def _canonical(name: str) -> str:
     """Stat name as stored (``median`` -> ``p50``); KeyError listing the valid names otherwise."""

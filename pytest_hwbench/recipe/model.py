@@ -40,7 +40,7 @@ class BaselinePolicy:
     dir: str = "baselines"
     tolerance: float = 0.05
     inconclusive: InconclusivePolicy = "warn"
-    reruns: int = 2
+    reruns: int = 5
     stale_factor: float = 2.0
     confidence: float = 0.95
     require: bool = False
@@ -74,6 +74,50 @@ class MlflowSettings:
     tracking_uri: str | None = None
     experiment: str = "hwbench"
     enabled: bool = True
+    #: how long the first answer of a tracking server may take, and how many more tries (with backoff)
+    probe_timeout_s: float = 3.0
+    probe_retries: int = 0
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    """Resource sampling during measured trials (``measure.samplers``): on/off, tick interval, GPUs."""
+
+    enabled: bool = True
+    interval_ms: int = 200
+    gpu: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``hardware.models``: where GGUF models are searched and which are benchmarked (workloads/hardware/models.py)."""
+
+    dirs: tuple[str, ...] = ()
+    ollama: bool = True
+    huggingface: bool = True
+    select: tuple[str, ...] = ("default",)  # default | all | globs and re:<regex>
+    default_count: int = 3
+    max_size_gib: float | None = None
+    memory_headroom: float = 0.2
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    """``hardware:``: the hardware tools' options (benchmarks/test_hardware.py, test_gguf.py). Values that are
+    swept (threads, n_prompt, n_gen, batch_size, n_gpu_layers, flash_attn) belong in ``sweep:`` instead."""
+
+    models: ModelSettings = field(default_factory=ModelSettings)
+    llama_bench_repetitions: int = 3  # llama-bench -r: its samples per trial
+    sevenzip_dict_log2: int = 16  # 7z b -md
+    sevenzip_passes: int = 1
+    stream_array_mib: float | None = None  # per array; default 4 x total last-level cache (STREAM's rule)
+    stream_ntimes: int = 5
+    stream_cross_check: bool = True  # likwid-bench copy/triad on the same sizes in the same test
+    fio_size_mib: int = 64
+    fio_runtime_s: float = 2.0
+    fio_iodepth: int = 16
+    fio_ioengine: str = "libaio"
+    timeout_s: float = 900.0  # per tool invocation
 
 
 @dataclass(frozen=True)
@@ -93,7 +137,9 @@ class Recipe:
     baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    resources: ResourceSettings = field(default_factory=ResourceSettings)
     settings: dict[str, Any] = field(default_factory=dict)
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
     secret_values: frozenset[str] = frozenset()
 
     def slos_for(self, nodeid: str) -> list[tuple[str, str]]:

@@ -4,9 +4,10 @@ Why it looks like this:
 
 * **MLflow is for trends, the files are the record.** Results are already written to ``reports/<run_id>/``
   before this runs; MLflow is where a team follows numbers across machines and upgrades. So this module
-  never raises and never blocks a CI job for minutes: an unreachable server is probed first (3 s), mlflow's
-  own HTTP retries are switched off for the duration, and any failure becomes one warning that names the
-  URI, what was not logged and where the files are.
+  never raises and never blocks a CI job for minutes: an unreachable server is probed first (3 s, and
+  retries, as the recipe's ``mlflow:`` says), mlflow's own HTTP retries are switched off for the duration,
+  and any failure becomes one warning that names the URI, what was not logged and where the files are
+  (``hwbench mlflow upload`` logs them later).
 * **One parent per session, one child per test.** The parent carries what identifies the session
   (recipe, testbed, git commit, overall verdict) so sessions can be compared; each child carries one test's
   params, ``<metric>.<stat>`` metrics and verdict tags, so a test's trend across sessions is one
@@ -299,7 +300,7 @@ class _Entities:
 
 # ----------------------------------------------------------------------------------- server / client
 
-def _probe(uri: str, experiment: str) -> str | None:
+def _probe(uri: str, experiment: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
     """None when something answers HTTP at ``uri``, else why not (for the warning).
 
     Any HTTP status counts as reachable (401/403 with credentials mlflow adds itself, 404 for a missing
@@ -308,7 +309,7 @@ def _probe(uri: str, experiment: str) -> str | None:
     query = urllib.parse.urlencode({"experiment_name": experiment})
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/get-by-name?" + query
     try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+        with urllib.request.urlopen(url, timeout=timeout_s):
             return None
     except urllib.error.HTTPError:
         return None
@@ -321,10 +322,10 @@ def _probe(uri: str, experiment: str) -> str | None:
         if isinstance(reason, socket.gaierror):
             return "host name could not be resolved"
         if isinstance(reason, (TimeoutError, socket.timeout)):
-            return f"no answer within {PROBE_TIMEOUT_S:g} s"
+            return f"no answer within {timeout_s:g} s"
         return str(reason)
     except TimeoutError:
-        return f"no answer within {PROBE_TIMEOUT_S:g} s"
+        return f"no answer within {timeout_s:g} s"
     except (OSError, ValueError) as err:
         return str(err) or type(err).__name__
 
@@ -515,6 +516,9 @@ def _child_entities(result: Mapping[str, Any], manifest: Mapping[str, Any], pare
     for key, value in tags.items():
         if value is not None:
             ent.tag(key, value)
+    if result.get("bottleneck"):
+        ent.tag("hwbench.bottleneck", result["bottleneck"].get("cause"))
+        ent.tag("hwbench.bottleneck.detail", json.dumps(result["bottleneck"], sort_keys=True, default=str))
     if result.get("slo"):
         ent.tag("hwbench.slo.detail", json.dumps(result["slo"], sort_keys=True, default=str))
     if result.get("baseline"):
@@ -561,7 +565,8 @@ def _log_child(client: Any, exp_id: str, parent_id: str, manifest: Mapping[str, 
 
 def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results: list[dict],
                 artifacts: list[Path], secret_values: frozenset[str] = frozenset(), *,
-                report_dir: Path | None = None, request_timeout_s: int = 10) -> MlflowOutcome:
+                report_dir: Path | None = None, request_timeout_s: int = 10,
+                probe_timeout_s: float = PROBE_TIMEOUT_S, probe_retries: int = 0) -> MlflowOutcome:
     """Log one session (parent run) and its tests (child runs) to MLflow; never raises.
 
     ``run_manifest`` needs run_id, testbed, recipe {name, path, sha256}, git {commit, dirty[, branch]},
@@ -569,7 +574,8 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
     is otherwise the worst test verdict. Each result's ``slo`` entries are read as dicts with a bool
     ``passed`` (or ``ok``, or a ``status``/``verdict`` string) and ``baseline`` as ``{status: ...}``.
     ``report_dir`` only improves the warning ("files are in ..."); by default it is the folder of the
-    first artifact. ``request_timeout_s`` bounds each HTTP request to a tracking server.
+    first artifact. ``request_timeout_s`` bounds each HTTP request to a tracking server; the server is probed
+    first for ``probe_timeout_s`` seconds, ``probe_retries`` more times with backoff (recipe ``mlflow:``).
     """
     t0 = time.monotonic()
     with contextlib.suppress(ValueError):  # a password inside the URI is a secret too
@@ -600,7 +606,12 @@ def log_session(tracking_uri: str, experiment: str, run_manifest: dict, results:
                              elapsed_s=round(time.monotonic() - t0, 3), parent_run_url=url)
 
     if remote:
-        why = _probe(tracking_uri, experiment)
+        why = _probe(tracking_uri, experiment, probe_timeout_s)
+        for attempt in range(max(0, probe_retries)):  # a cold or busy server: wait, then ask again
+            if why is None:
+                break
+            time.sleep(min(2.0 ** attempt, 10.0))
+            why = _probe(tracking_uri, experiment, probe_timeout_s)
         if why is not None:
             return outcome(False, f"MLflow at {shown_uri} unreachable ({why}): run {run_id} with {n} test "
                                   f"results was not logged{where}")

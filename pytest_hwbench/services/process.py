@@ -107,7 +107,7 @@ def start_process(kind: ServiceKind, *, name: str, settings: dict[str, Any], run
         raise ServiceUnavailable(
             f"service {name!r}: the {kind.name} binary {wanted!r} was not found "
             f"({'not an executable file' if wanted and os.sep in str(wanted) else 'not on PATH'}); "
-            f"install it, or set services.{name}.binary to its path")
+            f"{kind.install_hint or 'install it'}, or set services.{name}.binary to its path")
     fixed_port = settings.get("port")
     if fixed_port is not None and not isinstance(fixed_port, int):
         raise HwbenchInputError(f"port must be an integer, got {fixed_port!r}", file=source,

@@ -62,8 +62,8 @@ _COUNTS_AS = {PASS: PASS, STALE: PASS, NEW: NEW, FAIL: FAIL, MISSING_METRIC: FAI
               INCONCLUSIVE: INCONCLUSIVE}
 _SEVERITY = {NEW: 0, PASS: 1, INCONCLUSIVE: 2, FAIL: 3}
 
-#: The load at test start differs on every run; ``conditions_differ`` judges it with a margin instead.
-ENV_IGNORED = IGNORED | {"load_at_start"}
+#: The machine's load differs on every run; ``conditions_differ`` judges it with a margin instead.
+ENV_IGNORED = IGNORED | {"load_at_start", "load_other"}
 
 RESAVE_FIX = "delete it and re-save with --hwbench-save-baseline, or restore it from git"
 LOCK_TIMEOUT_S = 120.0
@@ -242,8 +242,7 @@ class BaselineStore:
                     if isinstance(entries, HwbenchInputError):
                         continue
                     for entry in entries.values():
-                        for name in entry.metrics:
-                            parts.append(series_noise(entry.trial_values(name)))
+                        parts.append(test_noise(entry))
             self._noise = pool_noise(parts)
         return self._noise
 
@@ -405,6 +404,19 @@ class BaselineStore:
                                metrics=metrics, commit=entry.get("commit"), run_id=entry.get("run_id"))
 
 
+def test_noise(entry: BaselineEntry) -> SessionNoise:
+    """The session noise one test's history shows: the mean over its metrics of their between-session
+    variance, with the degrees of freedom of ONE series (K - 1). A test's metrics shift together (a busy
+    session slows TTFT, latency and throughput alike), so counting each metric as independent evidence
+    would make a 3-session history look calibrated when it is not."""
+    parts = [series_noise(entry.trial_values(name)) for name in entry.metrics]
+    parts = [p for p in parts if p.df]
+    if not parts:
+        return SessionNoise()
+    return SessionNoise(between_var=sum(p.between_var for p in parts) / len(parts),
+                        df=max(p.df for p in parts), series=1)
+
+
 def _as_history(entry: dict[str, Any]) -> dict[str, Any]:
     """A stored test entry as ``{"sessions": [...]}``: schema-1 entries are one session."""
     return entry if "sessions" in entry else {"sessions": [entry]}
@@ -412,26 +424,32 @@ def _as_history(entry: dict[str, Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------- comparison
 
-def compare_settings(policy: BaselinePolicy, metric: str) -> CompareSettings:
-    """The comparison settings of one metric under the recipe's baseline policy. The planned number of
-    looks is the first round plus ``reruns`` sequential rounds (the false-FAIL budget is split over them)."""
+def compare_settings(policy: BaselinePolicy, metric: str, look: int = 0) -> CompareSettings:
+    """The comparison settings of one metric under the recipe's baseline policy, at sequential look
+    ``look`` of the planned ``1 + reruns`` (the FAIL boundary depends on both)."""
     return CompareSettings(tolerance=policy.tolerance_for(metric), confidence=policy.confidence,
-                           looks=1 + policy.reruns, session_noise=policy.session_noise,
+                           looks_planned=1 + policy.reruns, look=look, session_noise=policy.session_noise,
                            stale_factor=policy.stale_factor)
 
 
 def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, policy: BaselinePolicy,
                  current_env: Mapping[str, Any], *, noise: SessionNoise | None = None,
-                 conditions: Sequence[str] = ()) -> BaselineComparison:
+                 conditions: Sequence[str] = (), look: int = 0) -> BaselineComparison:
     """Compare every metric of one test with its stored sessions (per-metric tolerance and inconclusive
     policy from ``policy``; ``noise`` is the testbed's pooled session history). Metrics are listed in name
     order (recorded, then missing). Status: FAIL > INCONCLUSIVE > PASS over the metrics (STALE counts as
     PASS, MISSING_METRIC as FAIL), or NEW when nothing could be compared: "nothing compared" must not read
     as a pass."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
+    def gated(name: str) -> bool:  # resource metrics are evidence; compared only when the recipe lists them
+        return not is_resource_metric(name) or name in policy.metrics
+
+    current = {name: result for name, result in current.items() if gated(name)}
     comparisons: list[Comparison] = []
     for name in sorted(current):
         result = current[name]
-        settings = compare_settings(policy, name)
+        settings = compare_settings(policy, name, look)
         incon = policy.inconclusive_for(name)
         stored = entry.metrics.get(name)
         sessions = entry.trial_values(name)
@@ -451,7 +469,7 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
             continue
         comparisons.append(compare_metric(name, sessions, result.trial_values, settings, better=result.better,
                                           unit=result.unit, noise=noise, inconclusive_policy=incon))
-    for name in sorted(set(entry.metrics) - set(current)):
+    for name in sorted(n for n in set(entry.metrics) - set(current) if gated(n)):
         stored = entry.metrics[name]
         comparisons.append(Comparison(
             metric=name, status=MISSING_METRIC, unit=stored.unit, better=stored.better,

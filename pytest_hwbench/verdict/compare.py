@@ -22,9 +22,9 @@ calls an unchanged rerun a regression. So, on the log scale (ratios become diffe
 With ``w`` the slowdown (``d`` for lower-is-better, ``-d`` otherwise), ``se = sqrt(Var(d))`` and the
 tolerance ``tol`` on the log scale:
 
-* **FAIL** when ``w > tol`` and ``w / se`` exceeds the one-sided t quantile at ``alpha_fail / looks``
-  (a Bonferroni split over the planned sequential looks keeps the false-FAIL rate at its target however
-  often the trial loop looks);
+* **FAIL** when ``w > tol`` and ``w / se`` exceeds the FAIL boundary: the one-sided ``alpha_fail`` quantile
+  at the last planned look, higher at earlier looks (O'Brien-Fleming shape, ``fail_boundary``), which keeps
+  the false-FAIL rate at its target however often the sequential trial loop looks;
 * **PASS** when the one-sided upper ``confidence`` bound of ``w`` is within ``tol`` (STALE when even the
   bound on the improvement is beyond ``stale_factor * tol``);
 * **INCONCLUSIVE** otherwise — the data cannot tell; the message says which noise it saw and what would
@@ -47,7 +47,7 @@ PASS, FAIL, INCONCLUSIVE, STALE = "PASS", "FAIL", "INCONCLUSIVE", "STALE"
 _CODES = (PASS, FAIL, INCONCLUSIVE, STALE)
 
 #: Weight of the ``session_noise`` prior, in sessions' worth of degrees of freedom.
-PRIOR_WEIGHT = 2.0
+PRIOR_WEIGHT = 3.0
 #: Stored sessions (pooled degrees of freedom) from which the between-session estimate counts as calibrated.
 CALIBRATED_DF = 8
 
@@ -57,11 +57,14 @@ class CompareSettings:
     """The knobs of the rule; defaults are the ones the simulation chose (docs/verdicts.md)."""
 
     tolerance: float = 0.05
-    confidence: float = 0.95
-    alpha_fail: float = 0.01
-    looks: int = 1
+    confidence: float = 0.95      # of the reported CI of the change
+    pass_confidence: float = 0.80  # one-sided bound that must lie within the tolerance for PASS
+    alpha_fail: float = 0.007     # one-sided level of the FAIL test at the last look
+    looks_planned: int = 1        # (set by the caller) how many looks the sequential plan may take
+    look: int = 0                 # (set by the caller) which look this is, 0-based
     session_noise: float = 0.03
     stale_factor: float = 2.0
+    prior_weight: float = PRIOR_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,10 @@ class SessionNoise:
     df: int = 0
     series: int = 0
 
-    def combined(self, prior: float) -> tuple[float, float]:
+    def combined(self, prior: float, weight: float = PRIOR_WEIGHT) -> tuple[float, float]:
         """(tau^2, degrees of freedom) after mixing in the prior SD ``prior`` (relative, e.g. 0.03)."""
-        prior_var = math.log1p(prior) ** 2
-        est = max(self.between_var, 0.0)
-        return (PRIOR_WEIGHT * prior_var + self.df * est) / (PRIOR_WEIGHT + self.df), PRIOR_WEIGHT + self.df
+        tau2, df = combine_prior(np.asarray(self.between_var), self.df, prior, weight)
+        return float(tau2), df
 
     @property
     def calibrated(self) -> bool:
@@ -98,6 +100,15 @@ class SessionNoise:
 
     def to_dict(self) -> dict[str, Any]:
         return {"between_var": self.between_var, "df": self.df, "series": self.series}
+
+
+def combine_prior(between_var: np.ndarray, df: int, prior: float,
+                  weight: float = PRIOR_WEIGHT) -> tuple[np.ndarray, float]:
+    """The session variance: the measured ``between_var`` (``df`` degrees of freedom, negative estimates
+    read as 0) mixed with the prior SD ``prior`` weighted as ``PRIOR_WEIGHT`` degrees of freedom."""
+    prior_var = math.log1p(prior) ** 2
+    est = np.maximum(between_var, 0.0)
+    return (weight * prior_var + df * est) / (weight + df), weight + df
 
 
 def _logs(values: Iterable[float]) -> np.ndarray:
@@ -179,12 +190,22 @@ def log_stats(cur: np.ndarray, sessions: Sequence[np.ndarray], tau2: float | np.
     return Stats(d=d, se=np.sqrt(var), df=df, within_var=within, tau2=tau2, n=n, k=k)
 
 
+def fail_boundary(s: CompareSettings) -> float:
+    """The z boundary of the FAIL test at look ``s.look`` of ``s.looks_planned``: O'Brien-Fleming shaped,
+    ``z(1 - alpha_fail) * sqrt(looks / (look + 1))``, so early looks on few trials only FAIL on a change far
+    beyond the noise, and the repeated looks keep the overall false-FAIL rate near ``alpha_fail``
+    (checked by scripts/bench_verdicts.py)."""
+    looks = max(s.looks_planned, 1)
+    k = min(max(s.look, 0), looks - 1) + 1
+    return float(sps.norm.ppf(1.0 - s.alpha_fail)) * math.sqrt(looks / k)
+
+
 def decide_codes(st: Stats, lower_is_better: bool, s: CompareSettings) -> np.ndarray:
     """Verdict codes (indexes into ``_CODES``) for every replicate: the rule of the module docstring."""
     w = st.d if lower_is_better else -st.d
     tol = math.log1p(s.tolerance) if lower_is_better else -math.log1p(-min(s.tolerance, 0.99))
-    t_fail = sps.t.ppf(1.0 - s.alpha_fail / max(s.looks, 1), st.df)
-    t_pass = sps.t.ppf(s.confidence, st.df)
+    t_fail = sps.t.ppf(sps.norm.cdf(fail_boundary(s)), st.df)
+    t_pass = sps.t.ppf(s.pass_confidence, st.df)
     with np.errstate(divide="ignore", invalid="ignore"):
         fail = (w > tol) & (w > t_fail * st.se)
     upper = w + t_pass * st.se
@@ -291,7 +312,7 @@ def compare_metric(name: str, baseline_sessions: Sequence[Sequence[float]], curr
     cur = np.log(np.asarray(cur_raw))[None, :]
     sessions = [np.log(np.asarray(s))[None, :] for s in sess_raw]
     noise = noise if noise is not None else pool_noise([series_noise(sess_raw)])
-    tau2, tau_df = noise.combined(settings.session_noise)
+    tau2, tau_df = noise.combined(settings.session_noise, settings.prior_weight)
     st = log_stats(cur, sessions, tau2, tau_df)
     if len(cur_raw) == 1 and all(len(s) == 1 for s in sess_raw):
         return Comparison(
@@ -342,9 +363,14 @@ def _advice(st: Stats, s: CompareSettings, lower: bool, noise: SessionNoise, tau
                 f"to tell a {2 * s.tolerance * 100:g}% change apart: save more sessions (baseline.sessions), "
                 f"quiet the machine, or raise the tolerance{more}")
     room = target - session_part
-    need = math.ceil(within / max(room - within / max(st.k, 1) / max(st.n, 1), 1e-12)) if within > 0 else st.n
-    return f"about {max(need, st.n + 1)} trials in this session would make it decisive (budget: baseline.reruns, " \
-           "baseline.max_seconds)"
+    per_trial = within  # each extra trial of this session shrinks within * (1/n) only
+    need = math.ceil(per_trial / max(room - within * (1 / max(st.k, 1)) / max(st.n, 1), 1e-12)) if within else st.n
+    if need > 10 * max(st.n, 1):
+        return (f"the trial-to-trial noise ({math.expm1(math.sqrt(within)) * 100:.0f}%) is too large for this "
+                "tolerance: more trials would not make it decisive soon; measure more samples per trial, "
+                "quiet the machine, or raise the tolerance")
+    return (f"about {max(need, st.n + 1)} trials in this session would make it decisive (budget: "
+            "baseline.reruns, baseline.max_seconds)")
 
 
 def _compare_by_sign(cur: list[float], base: list[float], tol_text: str, common: dict[str, Any]) -> Comparison:
@@ -369,5 +395,5 @@ def _compare_by_sign(cur: list[float], base: list[float], tol_text: str, common:
 
 
 __all__ = ["FAIL", "INCONCLUSIVE", "PASS", "STALE", "CompareSettings", "Comparison", "SessionNoise",
-           "compare_metric", "decide_codes", "log_stats", "pool_noise", "pooled_noise_arrays",
-           "series_noise"]
+           "combine_prior", "compare_metric", "decide_codes", "fail_boundary", "log_stats", "pool_noise",
+           "pooled_noise_arrays", "series_noise"]

@@ -22,9 +22,15 @@ every metric. After the last dispatch, in-flight requests get ``drain_timeout_s`
 running are cancelled and recorded as ``timeout`` (partial results are always kept, nothing is dropped).
 
 Self-check (``SelfCheck``): a benchmark whose *client* is the bottleneck measures the client. The engine
-samples its own event-loop lag all along, the client process's CPU time, how late each open-loop send left
-relative to its schedule, and achieved vs offered rate; over the limits it sets ``client_bound`` with a
-reason per symptom. Scale out with ``multiproc`` (several worker processes) when that happens.
+samples its own event-loop lag all along, how late each open-loop send left relative to its schedule, and
+achieved vs offered rate (the *symptoms*); and, to blame the right party, the client's CPU time, the time
+its loop thread spent runnable but waiting for a CPU (Linux ``/proc/thread-self/schedstat`` run delay), the
+machine's runnable tasks (``/proc/loadavg``) and CPU steal (``/proc/stat``). Symptoms with a client that
+needed more than ``max_cpu_fraction`` of a core *whenever it could run* (CPU time / (wall - run delay))
+set ``client_bound`` (fix: worker processes, ``multiproc``); symptoms with a client that had CPU to spare
+but waited for one (run delay or steal over ``max_wait_fraction``) set ``contended`` instead — other
+processes on the machine (often the server itself, on a small box) took the client's CPU, and more client
+processes would not help. Either makes the run invalid (``limited``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,7 +48,15 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads.loop import frozen_heap, new_event_loop, precise_timers, sleep_until
+from pytest_hwbench.workloads.loop import (
+    EVENT_LOOPS,
+    frozen_heap,
+    have_uvloop,
+    new_event_loop,
+    precise_timers,
+    resolve_event_loop,
+    sleep_until,
+)
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
 from pytest_hwbench.workloads.schedule import ArrivalProcess, build_open_schedule
 
@@ -75,6 +90,9 @@ class SelfCheckLimits:
     max_send_lag_p99_ms: float = 10.0
     max_cpu_fraction: float = 0.90
     min_rate_ratio: float = 0.95
+    #: Share of the run the client's loop waited for a CPU (run delay, or steal) that marks a contended
+    #: machine: 10 % is far above an idle box (< 1 %).
+    max_wait_fraction: float = 0.10
 
 
 @dataclass(frozen=True)
@@ -93,6 +111,8 @@ class LoadSpec:
     seed: int = 0
     lag_interval_s: float = 0.005
     limits: SelfCheckLimits = field(default_factory=SelfCheckLimits)
+    #: ``auto`` (uvloop for a closed loop when installed), ``asyncio`` or ``uvloop`` (see ``loop.py``).
+    event_loop: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(fld: str, problem: str, fix: str) -> HwbenchInputError:
@@ -114,6 +134,12 @@ class LoadSpec:
             raise bad("arrival", "an open loop needs an arrival process", "give arrival=ArrivalProcess(...)")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise bad("max_concurrency", "must be >= 1", "give a positive cap or none")
+        if self.event_loop not in EVENT_LOOPS:
+            raise bad("event_loop", f"unknown event loop {self.event_loop!r}",
+                      f"use one of {', '.join(EVENT_LOOPS)}")
+        if self.event_loop == "uvloop" and not have_uvloop():
+            raise bad("event_loop", "event_loop 'uvloop' asked for but uvloop is not installed",
+                      "pip install 'pytest-hwbench[fast]' (uvloop), or use event_loop 'auto'")
         if self.ramp_up_s < 0 or self.drain_timeout_s < 0 or self.lag_interval_s <= 0:
             raise bad("ramp_up_s", "ramp_up_s and drain_timeout_s must be >= 0, lag_interval_s > 0",
                       "fix the sign")
@@ -155,6 +181,7 @@ class WorkerPlan:
     warmup: int = 0
     requests: int | None = None
     duration_s: float | None = None
+    event_loop: str = "asyncio"  #: the resolved implementation (``asyncio`` or ``uvloop``)
 
 
 def _split(total: int, parts: int, k: int) -> int:
@@ -180,6 +207,7 @@ def make_plans(spec: LoadSpec, workers: int = 1) -> list[WorkerPlan]:
                                     warmup_requests=spec.warmup_requests, seed=spec.seed)
         idx = np.arange(len(sched.offsets_ns), dtype=np.int64)
         return [WorkerPlan(worker=k, workers=workers, mode="open", drain_timeout_s=spec.drain_timeout_s,
+                           event_loop=resolve_event_loop(spec.event_loop, "open"),
                            lag_interval_s=spec.lag_interval_s, offsets_ns=sched.offsets_ns[k::workers],
                            indices=idx[k::workers], warmup_below=sched.warmup,
                            max_concurrency=None if spec.max_concurrency is None
@@ -194,6 +222,7 @@ def make_plans(spec: LoadSpec, workers: int = 1) -> list[WorkerPlan]:
             worker=k, workers=workers, mode="closed", drain_timeout_s=spec.drain_timeout_s,
             lag_interval_s=spec.lag_interval_s, users=users, user_start_s=starts,
             warmup=_split(spec.warmup_requests, workers, k),
+            event_loop=resolve_event_loop(spec.event_loop, "closed"),
             requests=None if spec.requests is None else _split(spec.requests, workers, k),
             duration_s=spec.duration_s))
     return plans
@@ -209,6 +238,58 @@ class WorkerOutcome:
     end_ns: int
     loop_lag_ns: np.ndarray
     cpu_s: float
+    wait_s: float | None = None  #: run delay of the loop thread (None where the OS does not say)
+    runnable: list[int] = field(default_factory=list)  #: machine's runnable tasks, sampled ~10/s
+
+
+@dataclass
+class MachineLoad:
+    """How busy the machine was during a run: the evidence for "contended" rather than "client-bound"."""
+
+    cpus: int
+    runnable_mean: float | None  #: mean runnable tasks (``/proc/loadavg`` 4th field, including ours)
+    steal_fraction: float | None  #: CPU time stolen by the hypervisor / all CPU time
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpus": self.cpus, "runnable_mean": self.runnable_mean, "steal_fraction": self.steal_fraction}
+
+
+def _run_delay_ns() -> int | None:
+    """Time this thread has spent runnable but not running (Linux schedstat), or None."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as f:
+            return int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _runnable() -> int | None:
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            return int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from ``/proc/stat``, or None."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    return fields[7], sum(fields[:8])
+
+
+def machine_load(runnable: Sequence[int], stat0: tuple[int, int] | None,
+                 stat1: tuple[int, int] | None) -> MachineLoad:
+    steal = None
+    if stat0 is not None and stat1 is not None and stat1[1] > stat0[1]:
+        steal = (stat1[0] - stat0[0]) / (stat1[1] - stat0[1])
+    return MachineLoad(cpus=os.cpu_count() or 1, steal_fraction=steal,
+                       runnable_mean=float(np.mean(runnable)) if len(runnable) else None)
 
 
 @dataclass
@@ -226,13 +307,28 @@ class SelfCheck:
     client_bound: bool
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The client had CPU to spare but waited for one: other processes held the machine's CPUs.
+    contended: bool = False
+    #: Per worker: share of the run its loop waited for a CPU; its CPU share whenever it could run.
+    client_wait: list[float] = field(default_factory=list)
+    client_demand: list[float] = field(default_factory=list)
+    machine: MachineLoad | None = None
+
+    @property
+    def limited(self) -> bool:
+        """The load generator could not act on time (for either reason): the figures are not the server's."""
+        return self.client_bound or self.contended
 
     def message(self) -> str:
-        """One line for a failing test: what was wrong with the client and what to do about it."""
-        if not self.client_bound:
-            return "load generator kept up"
-        return ("the load generator, not the server, was the bottleneck: " + "; ".join(self.reasons)
-                + " (fix: use more worker processes, a lower load, or a less loaded client machine)")
+        """One line for a failing test: who was the bottleneck, why, and what to do about it."""
+        if self.client_bound:
+            return ("the load generator, not the server, was the bottleneck: " + "; ".join(self.reasons)
+                    + " (fix: use more worker processes or a lower load)")
+        if self.contended:
+            return ("the machine was contended, not the client saturated: " + "; ".join(self.reasons)
+                    + " (fix: run on a quieter machine, or give the client its own cores, e.g. taskset; "
+                    "more worker processes would not help)")
+        return "load generator kept up"
 
     def to_dict(self) -> dict[str, Any]:
         def num(v: float | None) -> float | None:
@@ -243,7 +339,11 @@ class SelfCheck:
                 "send_lag_ms": {k: num(v) for k, v in self.send_lag_ms.items()},
                 "loop_lag_ms": {k: num(v) for k, v in self.loop_lag_ms.items()},
                 "client_cpu": [num(c) for c in self.client_cpu], "queued_requests": self.queued_requests,
-                "client_bound": self.client_bound, "reasons": list(self.reasons), "notes": list(self.notes)}
+                "client_bound": self.client_bound, "contended": self.contended,
+                "client_wait": [num(c) for c in self.client_wait],
+                "client_demand": [num(c) for c in self.client_demand],
+                "machine": self.machine.to_dict() if self.machine else None,
+                "reasons": list(self.reasons), "notes": list(self.notes)}
 
 
 @dataclass
@@ -284,13 +384,14 @@ def _pct(values: np.ndarray) -> dict[str, float]:
 
 
 def build_self_check(mode: Mode, records: Sequence[RequestRecord], loop_lag_ns: Sequence[np.ndarray],
-                     cpu_fraction: Sequence[float], limits: SelfCheckLimits, workers: int) -> SelfCheck:
-    """Judge the client from the evidence of all workers (pooled lag samples, per-worker CPU)."""
+                     cpu_fraction: Sequence[float], limits: SelfCheckLimits, workers: int, *,
+                     wait_fraction: Sequence[float | None] = (), machine: MachineLoad | None = None) -> SelfCheck:
+    """Judge the client from the evidence of all workers (pooled lag samples, per-worker CPU and wait)."""
     measured = [r for r in records if not r.warmup]
     lag = np.concatenate([np.asarray(a, dtype=np.float64) for a in loop_lag_ns]) / 1e6 if loop_lag_ns \
         else np.zeros(0)
     loop_lag = _pct(lag)
-    reasons: list[str] = []
+    symptoms: list[str] = []
     notes: list[str] = []
     offered = achieved = None
     send_lag = _pct(np.zeros(0))
@@ -308,25 +409,55 @@ def build_self_check(mode: Mode, records: Sequence[RequestRecord], loop_lag_ns: 
                                dtype=np.float64) / 1e6
             send_lag = _pct(on_time)
             if on_time.size and send_lag["p99"] > limits.max_send_lag_p99_ms:
-                reasons.append(f"sends left late: p99 {send_lag['p99']:.1f} ms after their scheduled time "
-                               f"(limit {limits.max_send_lag_p99_ms:g} ms)")
+                symptoms.append(f"sends left late: p99 {send_lag['p99']:.1f} ms after their scheduled time "
+                                f"(limit {limits.max_send_lag_p99_ms:g} ms)")
             if math.isfinite(offered) and achieved < offered * limits.min_rate_ratio:
                 if queued:
                     notes.append(f"achieved {achieved:.1f} req/s of {offered:.1f} offered because {queued} "
                                  "requests waited for the max-concurrency cap: the server limited the rate")
                 else:
-                    reasons.append(f"achieved rate {achieved:.1f} req/s is below the offered {offered:.1f} "
-                                   f"req/s (limit {limits.min_rate_ratio:.0%})")
+                    symptoms.append(f"achieved rate {achieved:.1f} req/s is below the offered {offered:.1f} "
+                                    f"req/s (limit {limits.min_rate_ratio:.0%})")
     if lag.size and loop_lag["p99"] > limits.max_loop_lag_p99_ms:
-        reasons.append(f"event-loop lag p99 {loop_lag['p99']:.1f} ms (limit {limits.max_loop_lag_p99_ms:g} ms)"
-                       ": the client's loop was too busy to act on time")
-    busiest = max(cpu_fraction, default=0.0)
-    if busiest > limits.max_cpu_fraction:
-        reasons.append(f"a client process used {busiest:.0%} of a CPU core "
-                       f"(limit {limits.max_cpu_fraction:.0%})")
+        symptoms.append(f"event-loop lag p99 {loop_lag['p99']:.1f} ms (limit {limits.max_loop_lag_p99_ms:g} ms)"
+                        ": the client's loop could not act on time")
+    waits = [w for w in wait_fraction if w is not None]
+    wait_list = [float(w) if w is not None else math.nan for w in wait_fraction]
+    # CPU share whenever the client could run: what it would use of a core of its own.
+    demand = [c / max(1e-9, 1.0 - w) if w is not None and w < 1.0 else c
+              for c, w in zip(cpu_fraction, list(wait_fraction) or [None] * len(cpu_fraction), strict=True)]
+    busiest = max(demand, default=0.0)
+    most_wait = max(waits, default=0.0)
+    steal = machine.steal_fraction if machine is not None and machine.steal_fraction is not None else 0.0
+    saturated = busiest > limits.max_cpu_fraction
+    busy_machine = most_wait > limits.max_wait_fraction or steal > limits.max_wait_fraction
+    reasons = list(symptoms)
+    contention = []
+    if most_wait > limits.max_wait_fraction:
+        contention.append(f"the client's loop waited for a CPU {most_wait:.0%} of the run")
+    if steal > limits.max_wait_fraction:
+        contention.append(f"the hypervisor stole {steal:.0%} of the CPU time")
+    if machine is not None and machine.runnable_mean is not None:
+        contention.append(f"{machine.runnable_mean:.1f} runnable tasks on {machine.cpus} CPUs on average")
+    client_cpu = max(cpu_fraction, default=0.0)
+    if saturated:
+        reasons.append(f"a client process needed {busiest:.0%} of a CPU core whenever it could run "
+                       f"(limit {limits.max_cpu_fraction:.0%}; it got {client_cpu:.0%} of the wall time)")
+        if busy_machine:
+            notes.append("the machine was contended too: " + ", ".join(contention))
+        client_bound, contended = True, False
+    elif symptoms and busy_machine:
+        reasons.append(f"the client used only {client_cpu:.0%} of a core ({busiest:.0%} whenever it could "
+                       "run), but " + ", ".join(contention))
+        client_bound, contended = False, True
+    else:
+        client_bound, contended = bool(symptoms), False
+        if busy_machine:
+            notes.append("the machine was busy (" + ", ".join(contention) + ") but the client kept up")
     return SelfCheck(mode=mode, workers=workers, offered_rate_rps=offered, achieved_rate_rps=achieved,
                      send_lag_ms=send_lag, loop_lag_ms=loop_lag, client_cpu=list(cpu_fraction),
-                     queued_requests=queued, client_bound=bool(reasons), reasons=reasons, notes=notes)
+                     queued_requests=queued, client_bound=client_bound, reasons=reasons, notes=notes,
+                     contended=contended, client_wait=wait_list, client_demand=demand, machine=machine)
 
 
 class _Runner:
@@ -449,13 +580,22 @@ class _Runner:
                 break
 
 
-async def _sample_lag(interval_s: float, out: array) -> None:
-    """Record how late each periodic wake-up is: a busy loop wakes late, and so do its requests."""
+async def _sample_lag(interval_s: float, out: array, runnable: list[int]) -> None:
+    """Record how late each periodic wake-up is: a busy loop wakes late, and so do its requests.
+
+    About ten times a second it also notes the machine's runnable tasks (evidence of contention)."""
     loop = asyncio.get_running_loop()
+    every = max(1, round(0.1 / interval_s))
+    n = 0
     while True:
         target = loop.time() + interval_s
         await sleep_until(target, loop)
         out.append(int((loop.time() - target) * 1e9))
+        n += 1
+        if n % every == 0:
+            r = _runnable()
+            if r is not None:
+                runnable.append(r)
 
 
 async def run_plan(plan: WorkerPlan, send: SendFn, *, start_ns: int | None = None) -> WorkerOutcome:
@@ -466,7 +606,9 @@ async def run_plan(plan: WorkerPlan, send: SendFn, *, start_ns: int | None = Non
         await sleep_until(runner.loop_time(start_ns), runner.loop)
     t0 = time.perf_counter_ns() if start_ns is None else start_ns
     cpu0 = time.process_time()
-    sampler = runner.loop.create_task(_sample_lag(plan.lag_interval_s, lag))
+    wait0 = _run_delay_ns()
+    runnable: list[int] = []
+    sampler = runner.loop.create_task(_sample_lag(plan.lag_interval_s, lag, runnable))
     try:
         if plan.mode == "open":
             await runner.run_open(t0)
@@ -477,11 +619,14 @@ async def run_plan(plan: WorkerPlan, send: SendFn, *, start_ns: int | None = Non
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
     end = time.perf_counter_ns()
+    wait1 = _run_delay_ns()
     runner.records.sort(key=lambda r: r.index)
     return WorkerOutcome(worker=plan.worker, records=runner.records, start_ns=t0, end_ns=end,
                          loop_lag_ns=np.frombuffer(lag, dtype=np.int64).copy() if len(lag) else
                          np.zeros(0, np.int64),
-                         cpu_s=time.process_time() - cpu0)
+                         cpu_s=time.process_time() - cpu0,
+                         wait_s=None if wait0 is None or wait1 is None else (wait1 - wait0) / 1e9,
+                         runnable=runnable)
 
 
 async def run_load(spec: LoadSpec, send: SendFn) -> RunResult:
@@ -492,12 +637,26 @@ async def run_load(spec: LoadSpec, send: SendFn) -> RunResult:
     """
     wall = time.time_ns()
     (plan,) = make_plans(spec, 1)
+    stat0 = cpu_times()
     out = await run_plan(plan, send)
     wall_s = max((out.end_ns - out.start_ns) / 1e9, 1e-9)
     check = build_self_check(spec.mode, out.records, [out.loop_lag_ns], [out.cpu_s / wall_s],
-                             spec.limits, 1)
-    return RunResult(spec=spec, records=out.records, start_ns=out.start_ns, end_ns=out.end_ns,
-                     start_wall_ns=wall, self_check=check, workers=1)
+                             spec.limits, 1,
+                             wait_fraction=[None if out.wait_s is None else out.wait_s / wall_s],
+                             machine=machine_load(out.runnable, stat0, cpu_times()))
+    return _mark_measured(RunResult(spec=spec, records=out.records, start_ns=out.start_ns, end_ns=out.end_ns,
+                                    start_wall_ns=wall, self_check=check, workers=1))
+
+
+def _mark_measured(result: RunResult) -> RunResult:
+    """Tell the resource sampler of the current trial (if any) which span was measured: first measured send
+    to last answer, so warm-up requests and seeding around the run stay out of the resource figures."""
+    from pytest_hwbench.measure.samplers.monitor import mark_active
+
+    sent = [r for r in result.records if not r.warmup and r.send_ns]
+    if sent:
+        mark_active(min(r.send_ns for r in sent), max(max(r.end_ns, r.send_ns) for r in sent))
+    return result
 
 
 async def run_with_client(spec: LoadSpec, client_factory: ClientFactory) -> RunResult:
@@ -520,9 +679,9 @@ def run_load_sync(spec: LoadSpec, client_factory: ClientFactory, *, workers: int
     if workers > 1:
         from pytest_hwbench.workloads.multiproc import run_multiprocess
 
-        return run_multiprocess(spec, client_factory, workers=workers, precise=precise,
-                                start_timeout_s=start_timeout_s)
-    loop = new_event_loop(precise)
+        return _mark_measured(run_multiprocess(spec, client_factory, workers=workers, precise=precise,
+                                               start_timeout_s=start_timeout_s))
+    loop = new_event_loop(precise, resolve_event_loop(spec.event_loop, spec.mode))
     try:
         with precise_timers() if precise else contextlib.nullcontext(), frozen_heap():
             return loop.run_until_complete(run_with_client(spec, client_factory))

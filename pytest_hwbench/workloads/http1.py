@@ -135,7 +135,7 @@ class _Conn(asyncio.Protocol):
         self.crlf = False  # a chunk's data ended: its CRLF is expected next
         self.trailers = False  # after the last chunk: trailer lines until an empty one
         self.last_activity = 0
-        self.read_timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time by which the request in flight must be complete
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -334,6 +334,12 @@ class HTTP1Pool:
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
+        self._busy: set[_Conn] = set()
+        self._sweeping = False
+        # How often in-flight requests are checked against their timeouts: a tenth of the shortest one
+        # (5 ms to 0.5 s), so a timeout fires at most ~10 % (or 0.5 s) late.
+        shortest = min(timeout_s, read_timeout_s or timeout_s)
+        self._sweep_s = min(0.5, max(0.005, shortest / 10))
         self._limit = asyncio.Semaphore(max_connections) if max_connections > 0 else None
         self._ssl: ssl_module.SSLContext | None = None
         if self.target.scheme == "https":
@@ -368,8 +374,10 @@ class HTTP1Pool:
         """Send ``raw`` and feed the answer to ``sink``; ``None`` on a complete answer, else the failure.
 
         ``timeout_s`` bounds the whole request (connect included), ``read_timeout_s`` the silence between
-        two reads. With ``max_connections`` > 0, at most that many requests are in flight through this pool
-        (a client-side cap: the wait counts in the request's latency).
+        two reads; both are checked by one periodic sweep per pool (every tenth of the shorter timeout,
+        5 ms to 0.5 s), so they fire up to that much late. With ``max_connections`` > 0, at most that many
+        requests are in flight through this pool (a client-side cap: the wait counts in the request's
+        latency).
         """
         if self._limit is None:
             return await self._request(raw, sink)
@@ -398,20 +406,18 @@ class HTTP1Pool:
                             f"cannot connect to {self.target.host}:{self.target.port}: {exc}")
             conn.reused = reused
             fut: asyncio.Future[_Outcome | None] = loop.create_future()
+            conn.deadline = deadline
             conn.begin(raw, sink, fut)
-            timer = loop.call_at(deadline, self._on_timeout, conn)
-            if self.read_timeout_s:
-                conn.read_timer = loop.call_later(self.read_timeout_s, self._on_read_timeout, conn)
+            self._busy.add(conn)
+            if not self._sweeping:
+                self._arm_sweep(loop)
             try:
                 result = await fut
             except asyncio.CancelledError:
                 conn.fail(ErrorClass.TIMEOUT, "cancelled")
                 raise
             finally:
-                timer.cancel()
-                if conn.read_timer is not None:
-                    conn.read_timer.cancel()
-                    conn.read_timer = None
+                self._busy.discard(conn)
             if result is None:
                 if conn.keep_alive and not conn.closed:
                     conn.state = _IDLE
@@ -432,19 +438,30 @@ class HTTP1Pool:
             conn.transport.close()
         self._forget(conn)
 
-    def _on_timeout(self, conn: _Conn) -> None:
-        where = "no answer" if not conn.got_bytes else "answer not complete"
-        conn.fail(ErrorClass.TIMEOUT, f"{where} within the {self.timeout_s:g} s request timeout")
+    def _arm_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweeping = True
+        loop.call_later(self._sweep_s, self._sweep, loop)
 
-    def _on_read_timeout(self, conn: _Conn) -> None:
-        if conn.state in (_IDLE, _DONE) or not self.read_timeout_s:
-            return
-        loop = asyncio.get_running_loop()
-        silent = (_perf() - conn.last_activity) / 1e9
-        if silent >= self.read_timeout_s:
-            conn.fail(ErrorClass.TIMEOUT, f"nothing received for {self.read_timeout_s:g} s (read timeout)")
-        else:
-            conn.read_timer = loop.call_later(self.read_timeout_s - silent, self._on_read_timeout, conn)
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the requests past their deadline or silent past the read timeout; re-arm while any run.
+
+        One timer per pool instead of one per request: a ``call_at`` per request (armed and cancelled) cost
+        about 6 µs, a fifth of the engine's time per request against a fast server.
+        """
+        self._sweeping = False
+        now = loop.time()
+        quiet_ns = int(self.read_timeout_s * 1e9) if self.read_timeout_s else 0
+        perf_now = _perf()
+        for conn in list(self._busy):
+            if conn.state in (_IDLE, _DONE):
+                continue
+            if now >= conn.deadline:
+                where = "no answer" if not conn.got_bytes else "answer not complete"
+                conn.fail(ErrorClass.TIMEOUT, f"{where} within the {self.timeout_s:g} s request timeout")
+            elif quiet_ns and perf_now - conn.last_activity >= quiet_ns:
+                conn.fail(ErrorClass.TIMEOUT, f"nothing received for {self.read_timeout_s:g} s (read timeout)")
+        if self._busy:
+            self._arm_sweep(loop)
 
     async def get(self, path: str, headers: Mapping[str, str] | None = None,
                   limit: int = 1 << 20) -> tuple[int, bytes]:

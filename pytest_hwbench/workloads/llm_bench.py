@@ -49,6 +49,7 @@ import numpy as np
 import pytest
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.workloads import server_timing
 from pytest_hwbench.workloads._http import api_root
 from pytest_hwbench.workloads.engine import LoadSpec, RunResult, SelfCheckLimits, run_load_sync
 from pytest_hwbench.workloads.llm_metrics import (
@@ -452,14 +453,18 @@ def run_llm_load(hwbench: Any, endpoint: Any, *, load: LoadSpec, prompts: Sequen
         if settings.self_check_limits:
             load = dataclasses.replace(load, limits=dataclasses.replace(load.limits, **settings.self_check_limits))
         cfg = client_config(target, endpoint, settings, prompts, max_tokens)
+        metrics_url = (getattr(endpoint, "extra", None) or {}).get("metrics_url")
+        before = server_timing.scrape(metrics_url) if metrics_url else None
         result = run_load_sync(load, cfg.open, workers=settings.client_workers)
+        after = server_timing.scrape(metrics_url) if metrics_url else None
         metrics = compute_llm_metrics(result.records, request_slos=request_slos)
     except HwbenchInputError as err:
         pytest.fail(str(err), pytrace=False)
     record_metrics(hwbench, metrics, result if record_prefill else None)
+    record_server_timing(hwbench, result, server_timing.run_means(before, after))
     _note(hwbench, label, target, load, result, metrics, prompts, max_tokens, settings)
     check = result.self_check
-    if check.client_bound:
+    if check.limited:  # a saturated client, or a contended machine: either way not the server's figures
         text = f"{hwbench.test_id}: {check.message()}\n  {_self_check_line(result)}"
         if settings.self_check == "fail":
             pytest.fail(text, pytrace=False)
@@ -495,6 +500,16 @@ def record_metrics(hwbench: Any, metrics: LLMMetrics, result: RunResult | None =
             hwbench.record("prefill_tok_s", np.asarray(rates), unit="tok/s", better="higher", estimated=estimated)
 
 
+def record_server_timing(hwbench: Any, result: RunResult, run_means: Mapping[str, float] | None = None) -> None:
+    """Record what the server reported about its own time beside the client's figures (``server_timing``):
+    per-request samples from the answers, per-run means from its metrics endpoint."""
+    for name, values in server_timing.per_request_samples(result.records).items():
+        hwbench.record(name, values, unit="ms", better="lower")
+    for name, value in (run_means or {}).items():
+        if math.isfinite(value):
+            hwbench.record(name, float(value), unit="ms", better="lower")
+
+
 def _first_error(result: RunResult, cls: str) -> str:
     return next((r.error_detail or cls for r in result.measured() if r.error == cls), cls)
 
@@ -521,6 +536,10 @@ def _self_check_line(result: RunResult) -> str:
     if c.mode == "open":
         bits.append(f"send lag p99 {c.send_lag_ms.get('p99', math.nan):.2f} ms")
     bits.append("client CPU " + ", ".join(f"{x:.0%}" for x in c.client_cpu) + " of a core")
+    if c.client_wait and any(math.isfinite(w) for w in c.client_wait):
+        bits.append("waited for a CPU " + ", ".join(f"{w:.0%}" for w in c.client_wait) + " of the run")
+    if c.machine is not None and c.machine.runnable_mean is not None:
+        bits.append(f"{c.machine.runnable_mean:.1f} runnable tasks on {c.machine.cpus} CPUs")
     return "; ".join(bits)
 
 
@@ -559,7 +578,10 @@ def _note(hwbench: Any, label: str, target: LLMTarget, load: LoadSpec, result: R
         "trial": None if getattr(hwbench, "is_warmup", False) else getattr(hwbench, "trial", None),
         "counts": dict(metrics.counts), "errors": dict(metrics.errors), "error_examples": examples,
         "window_s": metrics.window_s,
-        "self_check": {"client_bound": check.client_bound, "reasons": list(check.reasons),
+        "self_check": {"client_bound": check.client_bound, "contended": check.contended,
+                       "client_wait": list(check.client_wait),
+                       "machine": check.machine.to_dict() if check.machine else None,
+                       "reasons": list(check.reasons),
                        "notes": list(check.notes), "offered_rate_rps": check.offered_rate_rps,
                        "achieved_rate_rps": check.achieved_rate_rps, "loop_lag_ms": dict(check.loop_lag_ms),
                        "send_lag_ms": dict(check.send_lag_ms), "client_cpu": list(check.client_cpu),

@@ -72,8 +72,37 @@ class AdaptiveSelector(selectors.BaseSelector):
         return self._impl.get_map()
 
 
-def new_event_loop(precise: bool = True) -> asyncio.AbstractEventLoop:
-    """A fresh event loop; with ``precise`` (POSIX only) one on :class:`AdaptiveSelector`."""
+#: Event-loop implementations a load may ask for (``LoadSpec.event_loop``).
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
+
+
+def have_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_event_loop(kind: str, mode: str) -> str:
+    """``auto`` → ``uvloop`` for a closed loop when uvloop is installed, else ``asyncio``.
+
+    Why only closed loops: uvloop (libuv) runs timers at millisecond resolution, which is the error the
+    open-loop dispatcher must not have (see the module docstring); a closed loop acts on replies, not on
+    deadlines, and there uvloop's cheaper I/O path gives the client 10-20 % more requests per CPU second.
+    """
+    if kind == "auto":
+        return "uvloop" if mode == "closed" and have_uvloop() else "asyncio"
+    return kind
+
+
+def new_event_loop(precise: bool = True, kind: str = "asyncio") -> asyncio.AbstractEventLoop:
+    """A fresh event loop: ``uvloop`` when asked; else with ``precise`` (POSIX only) one on
+    :class:`AdaptiveSelector`."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
     if precise and sys.platform != "win32":
         return asyncio.SelectorEventLoop(AdaptiveSelector())
     return asyncio.new_event_loop()

@@ -41,6 +41,8 @@ from pytest_hwbench.workloads.engine import (
     RunResult,
     WorkerPlan,
     build_self_check,
+    cpu_times,
+    machine_load,
     make_plans,
     run_plan,
 )
@@ -73,13 +75,15 @@ class _WorkerResult:
     loop_lag_ns: np.ndarray
     cpu_s: float
     start_perf_ns: int  # the worker's own start_perf (raw), for the clock-offset check
+    wait_s: float | None = None
+    runnable: list[int] | None = None
 
 
 def _worker_main(conn: Connection, plan: WorkerPlan, factory: ClientFactory, precise: bool) -> None:
     """Entry point of a worker process: open the client, report ready, wait for the start, run, ship."""
     loop = None
     try:
-        loop = new_event_loop(precise)
+        loop = new_event_loop(precise, plan.event_loop)
         asyncio.set_event_loop(loop)
         with precise_timers() if precise else contextlib.nullcontext():
             client = loop.run_until_complete(factory())
@@ -97,7 +101,8 @@ def _worker_main(conn: Connection, plan: WorkerPlan, factory: ClientFactory, pre
             rec.shift(-start_perf)
         conn.send(("result", _WorkerResult(worker=plan.worker, records=out.records,
                                            end_rel_ns=out.end_ns - start_perf, loop_lag_ns=out.loop_lag_ns,
-                                           cpu_s=out.cpu_s, start_perf_ns=start_perf)))
+                                           cpu_s=out.cpu_s, start_perf_ns=start_perf,
+                                           wait_s=out.wait_s, runnable=out.runnable)))
     except BaseException:
         with contextlib.suppress(Exception):
             conn.send(("error", traceback.format_exc()))
@@ -153,6 +158,7 @@ def run_multiprocess(spec: LoadSpec, client_factory: ClientFactory, *, workers: 
         for k, (conn, proc) in enumerate(zip(conns, procs, strict=True)):
             _recv(conn, proc, ready_by, f"{k} while starting")
         start_wall_ns = time.time_ns() + int(start_lead_s * 1e9)
+        stat0 = cpu_times()
         for conn in conns:
             conn.send(("start", start_wall_ns))
         start_perf = perf_at_wall(start_wall_ns)
@@ -177,7 +183,10 @@ def run_multiprocess(spec: LoadSpec, client_factory: ClientFactory, *, workers: 
     end = start_perf + max(r.end_rel_ns for r in results)
     wall_s = max((end - start_perf) / 1e9, 1e-9)
     check = build_self_check(spec.mode, records, [r.loop_lag_ns for r in results],
-                             [r.cpu_s / wall_s for r in results], spec.limits, len(results))
+                             [r.cpu_s / wall_s for r in results], spec.limits, len(results),
+                             wait_fraction=[None if r.wait_s is None else r.wait_s / wall_s for r in results],
+                             machine=machine_load([n for r in results for n in (r.runnable or [])], stat0,
+                                                  cpu_times()))
     return RunResult(spec=spec, records=records, start_ns=start_perf, end_ns=end, start_wall_ns=start_wall_ns,
                      self_check=check, workers=len(results),
                      clock_offsets_ns=[r.start_perf_ns - start_perf for r in results])

@@ -33,6 +33,7 @@ from pytest_hwbench.workloads._http import StreamFailure, api_root, http_error, 
 from pytest_hwbench.workloads.http1 import HTTP1Pool
 from pytest_hwbench.workloads.prompts import Prompt, estimate_tokens
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
+from pytest_hwbench.workloads.server_timing import llamacpp_timing
 
 _perf = time.perf_counter_ns
 _ERROR_BODY_LIMIT = 65536
@@ -139,7 +140,12 @@ class _SSESink:
             self.usage = obj["usage"]
             timing = obj.get("hwbench_timing")  # the reference server's own instants
             if isinstance(timing, dict):
-                self.rec.server_timing = {k: v for k, v in timing.items() if isinstance(v, (int, float))}
+                self.rec.server_timing = {**(self.rec.server_timing or {}),
+                                          **{k: v for k, v in timing.items() if isinstance(v, (int, float))}}
+        if "timings" in obj:  # llama.cpp's own prefill and decode times (see server_timing)
+            llama = llamacpp_timing(obj)
+            if llama:
+                self.rec.server_timing = {**(self.rec.server_timing or {}), **llama}
         choices = obj.get("choices")
         if choices is None:
             return
@@ -308,6 +314,9 @@ class OpenAIClient:
                 else:
                     text += ch.get("text") or ""
         usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+        llama = llamacpp_timing(obj)
+        if llama:
+            rec.server_timing = {**(rec.server_timing or {}), **llama}
         if isinstance(usage.get("prompt_tokens"), int):
             rec.tokens_in, rec.tokens_in_estimated = usage["prompt_tokens"], False
         if isinstance(usage.get("completion_tokens"), int):

@@ -1,4 +1,4 @@
-"""PostgreSQL workload for the load engine (psycopg 3 async + ``psycopg_pool.AsyncConnectionPool``).
+r"""PostgreSQL workload for the load engine (psycopg 3 async + ``psycopg_pool.AsyncConnectionPool``).
 
 Tables are pgbench's (``branches``, ``tellers``, ``accounts``, ``history``; ``scale`` branches, 10 tellers
 and ``accounts_per_branch`` accounts per branch, 100 000 as in pgbench), created and filled in a schema of
@@ -10,7 +10,9 @@ operation of the ``mix``:
 * ``insert`` — one ``history`` row;
 * ``update`` — one account's balance;
 * ``tpcb`` — pgbench's built-in TPC-B-like transaction: BEGIN; update account; select its balance; update
-  teller; update branch; insert history; COMMIT (five statements).
+  teller; update branch; insert history; COMMIT (five statements). One round trip per statement, as
+  pgbench's built-in script; with ``pipeline: true`` all seven go in one round trip (psycopg's pipeline
+  mode; compare with pgbench running the same script between ``\startpipeline`` and ``\endpipeline``).
 
 A mix of only ``tpcb`` reports its throughput as ``tps`` (transactions/s, comparable with pgbench);
 any other mix as ``ops_s`` (every operation outside ``tpcb`` is its own autocommit transaction).
@@ -62,7 +64,7 @@ ISOLATION_LEVELS = {"read committed": "read\\ committed", "read_committed": "rea
 TELLERS_PER_BRANCH = 10
 #: The recipe settings this workload reads (under ``settings:`` or ``settings.postgres:``).
 SETTINGS = ("mix", "scale", "accounts_per_branch", "range_rows", "isolation", "statement_timeout_s",
-            "pool_timeout_s", "connect_timeout_s", "allow_existing_data", "seed", "dsn")
+            "pool_timeout_s", "connect_timeout_s", "allow_existing_data", "seed", "dsn", "pipeline")
 #: SQLSTATEs (and classes) meaning the connection, not the statement, failed.
 _CONNECTION_STATES = ("57P01", "57P02", "57P03", "53300")
 
@@ -125,6 +127,7 @@ class PostgresWorkload:
     connect_timeout_s: float = 5.0
     allow_existing_data: bool = False
     seed: int = 0
+    pipeline: bool = False
     run: str = field(default_factory=lambda: secrets.token_hex(4))
     settings_field: str = "settings"
     credentials_field: str = "services.postgres"
@@ -144,6 +147,7 @@ class PostgresWorkload:
         for name in ("statement_timeout_s", "pool_timeout_s", "connect_timeout_s"):
             put(name, as_float(getattr(self, name), field=f"{f}.{name}"))
         put("allow_existing_data", as_bool(self.allow_existing_data, field=f"{f}.allow_existing_data"))
+        put("pipeline", as_bool(self.pipeline, field=f"{f}.pipeline"))
         iso = str(self.isolation).strip().lower()
         if iso not in ISOLATION_LEVELS:
             raise HwbenchInputError(f"unknown isolation level {self.isolation!r}", field=f"{f}.isolation",
@@ -429,6 +433,15 @@ class PostgresLoadClient:
         aid, tid, bid, delta = self._params(h)
         sql = self._sql
         rows = 0
+        if self.w.pipeline:  # BEGIN, five statements and COMMIT in one round trip (psycopg pipeline mode)
+            async with conn.pipeline(), conn.transaction():
+                curs = [await conn.execute(sql["update_account"], (delta, aid)),
+                        await conn.execute(sql["select"], (aid,)),
+                        await conn.execute(sql["update_teller"], (delta, tid)),
+                        await conn.execute(sql["update_branch"], (delta, bid)),
+                        await conn.execute(sql["insert"], (tid, bid, aid, delta))]
+            rows = sum(max(c.rowcount, 0) for c in curs)
+            return rows, 5
         async with conn.transaction():
             rows += max((await conn.execute(sql["update_account"], (delta, aid))).rowcount, 0)
             rows += len(await (await conn.execute(sql["select"], (aid,))).fetchall())

@@ -5,18 +5,21 @@ What one ``send(index)`` does: ``pipeline`` commands (1 = no pipelining), each a
 connection, then all replies read. The record says how many commands of each type it carried, which of them
 failed, the payload bytes moved (keys and values sent, values received) and the GETs that found nothing.
 
-Why ``redis.asyncio.Connection`` rather than the ``Redis`` client object: the client object's pool, command
-dispatch and retry machinery cost about a third of the per-command time in Python, all of it client-side
-overhead that ``redis-benchmark`` does not pay; the connection class still does the socket, the RESP parser,
-AUTH/SELECT on connect and the socket timeouts. Commands are encoded here as RESP once per request (a value is
-passed as its own buffer, never copied into the frame). Each connection is owned by one request at a time,
-so ``clients`` concurrent users use exactly ``clients`` connections.
+Why a protocol-level client (``_RespConn``) rather than redis-py on the measured path: redis-py's client
+object and even its bare ``Connection`` spend most of a pipeline-1 operation in asyncio machinery (a
+``wait_for`` per command, an awaited ``read_response`` per reply), client-side overhead that
+``redis-benchmark`` does not pay. Here commands are encoded as RESP once per request and written in one
+go, replies are parsed in ``data_received`` (``hiredis`` when installed, else a pure-Python reader that
+skips over values without copying them), and the request completes from that callback. redis-py is still
+what seeds, checks and cleans the server (outside the measured window). Each connection is owned by one
+request at a time, so ``clients`` concurrent users use exactly ``clients`` connections.
 
 Why retries are off: a benchmark must see every failure. A broken connection fails the request in flight
 (classified ``connection``), is dropped and reopened by the next request that needs it; a connection that
 cannot be reopened (server down) fails fast and the client pauses ``reconnect_backoff_s`` so a dead server
-does not turn into a busy loop of errors. A read past ``timeout_s`` is a ``timeout``; the connection is then
-closed, since a late reply would otherwise be read by the next request.
+does not turn into a busy loop of errors. A reply later than ``timeout_s`` is a ``timeout`` (checked by one
+sweep per client, so it fires within 1.25 x ``timeout_s``); the connection is then closed, since a late
+reply would otherwise be read by the next request.
 
 Safety (the server may hold someone's data): every key lives under ``hwbench:<run>:`` with a fresh ``run``,
 :meth:`RedisWorkload.prepare` refuses a database that already holds keys (``DBSIZE > 0``) unless
@@ -29,14 +32,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+import numpy as np
 
 from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.workloads.kv_metrics import (
@@ -47,7 +52,6 @@ from pytest_hwbench.workloads.kv_metrics import (
     as_int,
     compute_kv_metrics,
     merged_settings,
-    mix64,
     mix_table,
     parse_mix,
     parse_size,
@@ -68,7 +72,9 @@ PER_KEY_OVERHEAD = 80
 SEED_BATCH = 1000
 #: The recipe settings this workload reads (under ``settings:`` or ``settings.redis:``).
 SETTINGS = ("mix", "key_size", "value_size", "keyspace", "pipeline", "timeout_s", "connect_timeout_s",
-            "allow_existing_data", "db", "username", "password", "seed", "reconnect_backoff_s")
+            "allow_existing_data", "db", "username", "password", "seed", "reconnect_backoff_s", "parser")
+#: RESP readers: ``auto`` = hiredis when installed, else the pure-Python one.
+PARSERS = ("auto", "hiredis", "python")
 
 
 def _redis() -> Any:
@@ -122,6 +128,7 @@ class RedisWorkload:
     allow_existing_data: bool = False
     seed: int = 0
     reconnect_backoff_s: float = 0.05
+    parser: str = "auto"
     run: str = field(default_factory=lambda: secrets.token_hex(4))
     settings_field: str = "settings"
     credentials_field: str = "settings"
@@ -146,6 +153,9 @@ class RedisWorkload:
         put("reconnect_backoff_s", as_float(self.reconnect_backoff_s, field=f"{f}.reconnect_backoff_s",
                                             positive=False))
         put("allow_existing_data", as_bool(self.allow_existing_data, field=f"{f}.allow_existing_data"))
+        if self.parser not in PARSERS:
+            raise HwbenchInputError(f"unknown RESP parser {self.parser!r}", field=f"{f}.parser",
+                                    fix=f"use one of {', '.join(PARSERS)}")
         if not self.run.isalnum():
             raise HwbenchInputError(f"run id {self.run!r} must be letters and digits", field="run",
                                     fix="leave run out (a random id is chosen)")
@@ -376,129 +386,426 @@ class RedisWorkload:
         return RedisLoadClient(self)
 
 
+class _ReplyError(Exception):
+    """An error reply (``-ERR ...``) as hiredis hands it over."""
+
+
+def _hiredis_reader() -> Any | None:
+    try:
+        import hiredis
+    except ImportError:
+        return None
+    return hiredis.Reader(replyError=_ReplyError)
+
+
+_OK, _NIL, _BULK, _ERROR, _ARRAY = range(5)
+#: Requests whose command choices are computed at once; frames of at most this many keys are kept.
+_BLOCK = 1024
+_FRAME_CACHE = 200_000
+_M64 = (1 << 64) - 1
+
+
+class _RespConn(asyncio.Protocol):
+    """One connection to Redis; parses RESP2 replies inside ``data_received`` and completes a request there.
+
+    Why a protocol rather than ``redis.asyncio.Connection``: that class reads each reply with an awaited
+    ``read_response`` (a task hop per reply, 16 chained awaits at pipeline 16) inside a ``wait_for`` per
+    command, and a third of a pipeline-1 operation went into that machinery. Here the bytes are parsed as
+    they arrive, the last reply's arrival is stamped by the first Python code that sees it (as ``http1``
+    does for HTTP), and the request's one future is completed from the callback. A GET's value is never
+    copied: the pure-Python reader only skips over its bytes (its length is what the metrics need);
+    ``hiredis`` (optional) parses in C when installed.
+    """
+
+    def __init__(self, client: RedisLoadClient, use_hiredis: bool) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reader = _hiredis_reader() if use_hiredis else None
+        self.buf = b""
+        self.skip = 0  # bytes of a bulk value (and its CRLF) still to pass over
+        self.skip_size = 0
+        self.stack: list[int] = []  # elements left in each open array
+        self.fut: asyncio.Future[None] | None = None
+        self.gets: list[bool] = []
+        self.i = 0
+        self.started = 0
+        self.end_ns = 0
+        self.received = self.misses = 0
+        self.failed: dict[str, int] | None = None
+        self.first_error = ""
+        self.lost: tuple[str, str] | None = None  # (error class, detail) when the request itself failed
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        why = f"{type(exc).__name__}: {exc}" if exc else "the server closed the connection"
+        self.fail(ErrorClass.CONNECTION, why)
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        if self.fut is None or self.fut.done():  # bytes nobody asked for: not trustworthy any more
+            self.abort()
+            return
+        try:
+            if self.reader is not None:
+                self._hiredis(data)
+            else:
+                self._parse(data)
+        except Exception as exc:  # a protocol error (or a parser bug) must not escape into asyncio
+            self.fail(ErrorClass.MALFORMED, f"bad reply from Redis: {type(exc).__name__}: {exc}")
+
+    # -- request lifecycle
+    def begin(self, bufs: list[bytes], gets: list[bool], fut: asyncio.Future[None]) -> None:
+        self.fut, self.gets, self.i = fut, gets, 0
+        self.received = self.misses = 0
+        self.failed, self.first_error, self.lost = None, "", None
+        self.started = _perf()
+        assert self.transport is not None
+        self.transport.writelines(bufs)
+
+    def fail(self, error_class: str, detail: str) -> None:
+        if self.fut is not None and not self.fut.done():
+            self.lost = (error_class, detail)
+            self.end_ns = _perf()
+            self.fut.set_result(None)
+        self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+    def _reply(self, kind: int, size: int, text: str = "") -> None:
+        i = self.i
+        if i >= len(self.gets):
+            raise ValueError("more replies than commands sent")
+        is_get = self.gets[i]
+        if kind == _ERROR:
+            op = "get" if is_get else "set"
+            if self.failed is None:
+                self.failed = {}
+            self.failed[op] = self.failed.get(op, 0) + 1
+            self.first_error = self.first_error or text
+        elif is_get:
+            if kind == _BULK:
+                self.received += size
+            elif kind == _NIL:
+                self.misses += 1
+        self.i = i = i + 1
+        if i == len(self.gets):
+            self.end_ns = _perf()
+            assert self.fut is not None
+            self.fut.set_result(None)
+
+    def _done(self, kind: int, size: int, text: str = "") -> None:
+        stack = self.stack
+        while stack:  # an element of an open array: the array is the reply once all its elements came
+            stack[-1] -= 1
+            if stack[-1] > 0:
+                return
+            stack.pop()
+            kind, size = _ARRAY, 0
+        self._reply(kind, size, text)
+
+    def _hiredis(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if reply is None:
+                self._reply(_NIL, 0)
+            elif isinstance(reply, bytes):
+                self._reply(_BULK, len(reply))
+            elif isinstance(reply, _ReplyError):
+                self._reply(_ERROR, 0, str(reply))
+            else:
+                self._reply(_OK, 0)
+            if self.fut is None or self.fut.done():
+                if reader.gets() is not False:
+                    raise ValueError("more replies than commands sent")
+                return
+
+    def _parse(self, data: bytes) -> None:
+        if self.skip:
+            if len(data) < self.skip:
+                self.skip -= len(data)
+                return
+            data = data[self.skip:]
+            self.skip = 0
+            self._done(_BULK, self.skip_size)
+            if data and (self.fut is None or self.fut.done()):
+                raise ValueError("more replies than commands sent")
+        buf = self.buf + data if self.buf else data
+        self.buf = b""
+        pos, n = 0, len(buf)
+        while pos < n:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                self.buf = buf[pos:]
+                if len(self.buf) > 65536:
+                    raise ValueError("reply line longer than 64 KiB")
+                return
+            c = buf[pos]
+            if c == 36:  # $: bulk string
+                size = int(buf[pos + 1:eol])
+                if size < 0:
+                    pos = eol + 2
+                    self._done(_NIL, 0)
+                    continue
+                end = eol + 4 + size
+                if end > n:  # the rest of the value arrives later: skip it without keeping it
+                    self.skip, self.skip_size = end - n, size
+                    return
+                pos = end
+                self._done(_BULK, size)
+            elif c == 43 or c == 58:  # +OK, :integer
+                pos = eol + 2
+                self._done(_OK, 0)
+            elif c == 45:  # -ERR ...
+                text = buf[pos + 1:eol].decode("utf-8", "replace")
+                pos = eol + 2
+                self._done(_ERROR, 0, text)
+            elif c == 42:  # *: array
+                count = int(buf[pos + 1:eol])
+                pos = eol + 2
+                if count <= 0:
+                    self._done(_NIL if count < 0 else _ARRAY, 0)
+                else:
+                    self.stack.append(count)
+            else:
+                raise ValueError(f"unknown RESP type byte {bytes([c])!r}")
+            if self.fut is None or self.fut.done():
+                if pos < n:  # bytes beyond the replies we asked for
+                    raise ValueError("more replies than commands sent")
+                return
+
+
 class RedisLoadClient:
-    """Sends ``pipeline`` GET/SET commands per ``send(index)`` and returns their :class:`KVRecord`."""
+    """Sends ``pipeline`` GET/SET commands per ``send(index)`` and returns their :class:`KVRecord`.
+
+    Timeouts: one sweep per client, every ``timeout_s / 4`` (at least 10 ms, at most 250 ms) while requests
+    are in flight, fails those older than ``timeout_s`` — no timer per request. A timeout therefore fires
+    between ``timeout_s`` and 1.25 x ``timeout_s`` after the send.
+    """
 
     def __init__(self, workload: RedisWorkload) -> None:
-        from redis import exceptions as rex
-
         self.w = workload
-        self._rex = rex
-        self._free: list[Any] = []
-        self._all: list[Any] = []
+        self._free: list[_RespConn] = []
+        self._all: set[_RespConn] = set()
+        self._busy: set[_RespConn] = set()
         self._table = mix_table(workload.mix)
         self._value = workload.value()
         self._set_tail = b"\r\n"
         self._seed = workload.seed * 0x100000001B3
+        self._get_table = np.array([op == "get" for op in self._table], dtype=bool)
+        self._block_id = -1
+        self._block_keys: list[int] = []
+        self._block_gets: list[bool] = []
+        self._get_frames: dict[int, bytes] = {}
+        self._set_heads: dict[int, bytes] = {}
+        parser = workload.parser
+        self._use_hiredis = parser == "hiredis" or (parser == "auto" and _hiredis_reader() is not None)
+        if parser == "hiredis" and _hiredis_reader() is None:
+            raise HwbenchInputError("parser 'hiredis' asked for but hiredis is not installed",
+                                    field=f"{workload.settings_field}.parser",
+                                    fix="pip install hiredis, or use parser: auto")
+        self._timeout_ns = int(workload.timeout_s * 1e9)
+        self._sweep_s = min(0.25, max(0.01, workload.timeout_s / 4))
+        self._sweeping = False
+        self._handshake = self._handshake_frames()
+
+    @property
+    def parser(self) -> str:
+        """Which RESP reader this client uses: ``hiredis`` or ``python``."""
+        return "hiredis" if self._use_hiredis else "python"
+
+    def _handshake_frames(self) -> list[bytes]:
+        w = self.w
+        frames = []
+        if w.password is not None:
+            args = [b"AUTH", *([w.username.encode()] if w.username else []), w.password.encode()]
+            frames.append(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args))
+        if w.db:
+            db = str(w.db).encode()
+            frames.append(b"*2\r\n$6\r\nSELECT\r\n$%d\r\n%b\r\n" % (len(db), db))
+        return frames
+
+    def _plan(self, index: int) -> tuple[list[int], list[bool]]:
+        """Key index and GET-or-not of each command of request ``index``.
+
+        The same choices as hashing each command's number with ``mix64`` (so any process makes them the
+        same way), but computed with numpy for a block of ``_BLOCK`` requests at a time: a Python hash per
+        command was a large part of a pipeline's cost.
+        """
+        block, offset = divmod(index, _BLOCK)
+        if block != self._block_id:
+            depth = self.w.pipeline
+            n = _BLOCK * depth
+            with np.errstate(over="ignore"):
+                z = np.arange(block * n, block * n + n, dtype=np.uint64) ^ np.uint64(self._seed & _M64)
+                z = z + np.uint64(0x9E3779B97F4A7C15)
+                z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+                z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+                z = z ^ (z >> np.uint64(31))
+            self._block_keys = ((z >> np.uint64(16)) % np.uint64(self.w.keyspace)).tolist()
+            self._block_gets = self._get_table[(z & np.uint64(1023)).astype(np.intp)].tolist()
+            self._block_id = block
+        depth = self.w.pipeline
+        lo = offset * depth
+        return self._block_keys[lo:lo + depth], self._block_gets[lo:lo + depth]
+
+    def _frame(self, key_index: int, is_get: bool) -> bytes:
+        """The RESP frame of one GET, or the head of one SET (the value and CRLF follow as their own buffers)."""
+        cache = self._get_frames if is_get else self._set_heads
+        frame = cache.get(key_index)
+        if frame is None:
+            key = self.w.key(key_index)
+            if is_get:
+                frame = b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key)
+            else:
+                frame = b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (len(key), key, len(self._value))
+            if len(cache) < _FRAME_CACHE:
+                cache[key_index] = frame
+        return frame
 
     def _commands(self, index: int) -> tuple[list[bytes], list[bool], dict[str, int], int]:
         """RESP frames of request ``index``: (buffers, is_get per command, counts per op, bytes sent)."""
-        w = self.w
-        depth = w.pipeline
-        bufs: list[bytes] = []
-        gets: list[bool] = []
-        n_get = 0
-        sent = 0
-        vlen = len(self._value)
-        table = self._table
-        for j in range(depth):
-            h = mix64((index * depth + j) ^ self._seed)
-            key = w.key((h >> 16) % w.keyspace)
-            if table[h & 1023] == "get":
-                bufs.append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key))
-                gets.append(True)
-                n_get += 1
-                sent += len(key)
-            else:
-                bufs.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (len(key), key, vlen))
-                bufs.append(self._value)
-                bufs.append(self._set_tail)
-                gets.append(False)
-                sent += len(key) + vlen
+        keys, gets = self._plan(index)
+        frame = self._frame
+        n_get = sum(gets)
+        n_set = len(gets) - n_get
+        if n_set == 0:
+            bufs = [frame(k, True) for k in keys]
+        else:
+            bufs = []
+            for k, g in zip(keys, gets, strict=True):
+                bufs.append(frame(k, g))
+                if not g:
+                    bufs.append(self._value)
+                    bufs.append(self._set_tail)
         counts = {}
         if n_get:
             counts["get"] = n_get
-        if depth - n_get:
-            counts["set"] = depth - n_get
-        return bufs, gets, counts, sent
+        if n_set:
+            counts["set"] = n_set
+        key_size = self.w.key_size or 0
+        return bufs, gets, counts, n_get * key_size + n_set * (key_size + len(self._value))
+
+    async def _connect(self) -> _RespConn:
+        """A new connection, authenticated and on the right database; raises on failure."""
+        loop = asyncio.get_running_loop()
+        w = self.w
+        async with _timeout(w.connect_timeout_s):
+            _, conn = await loop.create_connection(lambda: _RespConn(self, self._use_hiredis), w.host, w.port)
+        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._all.add(conn)
+        if self._handshake:
+            fut = loop.create_future()
+            conn.begin(self._handshake, [False] * len(self._handshake), fut)
+            try:
+                async with _timeout(w.connect_timeout_s):
+                    await fut
+            except (asyncio.TimeoutError, TimeoutError):
+                conn.abort()
+                raise
+            if conn.lost is not None or conn.failed:
+                conn.abort()
+                raise _HandshakeError(conn.first_error or (conn.lost[1] if conn.lost else "refused"))
+            conn.fut = None
+        return conn
+
+    def _arm_sweep(self) -> None:
+        if not self._sweeping:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(self._sweep_s, self._sweep)
+
+    def _sweep(self) -> None:
+        now = _perf()
+        for conn in list(self._busy):
+            if now - conn.started >= self._timeout_ns:
+                conn.fail(ErrorClass.TIMEOUT, f"no reply within {self.w.timeout_s:g} s")
+        self._sweeping = False
+        if self._busy:
+            self._arm_sweep()
 
     async def send(self, index: int) -> KVRecord:
         bufs, gets, counts, sent = self._commands(index)
         rec = KVRecord(index=index, op=next(iter(counts)) if len(counts) == 1 else "mixed", op_counts=counts)
-        conn = self._free.pop() if self._free else self._new()
-        rex = self._rex
-        keep = False
         rec.send_wall_ns = time.time_ns()
         rec.send_ns = _perf()
+        conn: _RespConn | None = None
+        while self._free:
+            candidate = self._free.pop()
+            if not candidate.closed:
+                conn = candidate
+                break
+            self._all.discard(candidate)
+        if conn is None:
+            try:
+                conn = await self._connect()
+            except (asyncio.TimeoutError, TimeoutError):
+                return rec.fail_all(ErrorClass.TIMEOUT, f"connect timed out after {self.w.connect_timeout_s:g} s",
+                                    _perf())
+            except _HandshakeError as err:  # AUTH/SELECT refused on a reconnect
+                return rec.fail_all(ErrorClass.SERVER, str(err), _perf())
+            except OSError as err:
+                rec.fail_all(ErrorClass.CONNECTION, f"{type(err).__name__}: {err}", _perf())
+                if self.w.reconnect_backoff_s > 0:  # do not spin on a server that is down
+                    await asyncio.sleep(self.w.reconnect_backoff_s)
+                return rec
+        fut = asyncio.get_running_loop().create_future()
+        self._busy.add(conn)
+        if not self._sweeping:
+            self._arm_sweep()
         try:
-            if not conn.is_connected:
-                await conn.connect()
-            await conn.send_packed_command(bufs, check_health=False)
-            failed: dict[str, int] = {}
-            first_error = ""
-            received = misses = 0
-            # One deadline for the whole pipeline: a timer per reply costs more than parsing the reply.
-            async with _timeout(self.w.timeout_s):
-                for is_get in gets:
-                    try:
-                        reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
-                    except rex.ResponseError as err:  # an error reply: this command failed, not the others
-                        op = "get" if is_get else "set"
-                        failed[op] = failed.get(op, 0) + 1
-                        first_error = first_error or str(err)
-                        continue
-                    if is_get:
-                        if reply is None:
-                            misses += 1
-                        else:
-                            received += len(reply)
-            rec.end_ns = _perf()
-            rec.bytes_out = sent
-            rec.bytes_in = received
-            rec.misses = misses
-            if failed:
-                rec.fail(ErrorClass.SERVER, first_error)
-                rec.op_failed = failed
-            keep = True
-        except (rex.TimeoutError, asyncio.TimeoutError, TimeoutError) as err:
-            rec.fail_all(ErrorClass.TIMEOUT, f"no reply within {self.w.timeout_s:g} s: {err}", _perf())
-            await self._drop(conn)
-            keep = True
-        except (rex.ConnectionError, OSError) as err:
-            rec.fail_all(ErrorClass.CONNECTION, f"{type(err).__name__}: {err}", _perf())
-            await self._drop(conn)
-            keep = True
-            if self.w.reconnect_backoff_s > 0:  # do not spin on a server that is down
-                await asyncio.sleep(self.w.reconnect_backoff_s)
-        except rex.ResponseError as err:  # AUTH/SELECT refused on a reconnect
-            rec.fail_all(ErrorClass.SERVER, str(err), _perf())
-            await self._drop(conn)
-            keep = True
-        except rex.RedisError as err:
-            rec.fail_all(ErrorClass.MALFORMED if "protocol" in type(err).__name__.lower() else ErrorClass.CLIENT,
-                         f"{type(err).__name__}: {err}", _perf())
-            await self._drop(conn)
-            keep = True
+            conn.begin(bufs, gets, fut)
+            await fut
+        except asyncio.CancelledError:  # cancelled mid-command: the connection's state is unknown
+            conn.abort()
+            self._all.discard(conn)
+            raise
         finally:
-            if keep:  # cancelled mid-command: the connection's state is unknown, aclose() closes it
-                self._free.append(conn)
+            self._busy.discard(conn)
+        conn.fut = None
+        lost = conn.lost
+        if lost is not None:
+            rec.fail_all(lost[0], lost[1], conn.end_ns)
+            self._all.discard(conn)
+            conn.abort()
+            if lost[0] == ErrorClass.CONNECTION and self.w.reconnect_backoff_s > 0:
+                await asyncio.sleep(self.w.reconnect_backoff_s)
+            return rec
+        rec.end_ns = conn.end_ns
+        rec.bytes_out = sent
+        rec.bytes_in = conn.received
+        rec.misses = conn.misses
+        if conn.failed:
+            rec.fail(ErrorClass.SERVER, conn.first_error)
+            rec.op_failed = conn.failed
+        self._free.append(conn)
         return rec
 
-    def _new(self) -> Any:
-        conn = self.w.connection()
-        self._all.append(conn)
-        return conn
-
-    @staticmethod
-    async def _drop(conn: Any) -> None:
-        with contextlib.suppress(Exception):
-            await conn.disconnect(nowait=True)
-
     async def aclose(self) -> None:
-        for conn in self._all:
-            await self._drop(conn)
+        for conn in list(self._all):
+            conn.abort()
         self._all.clear()
         self._free.clear()
+        await asyncio.sleep(0)
+
+
+class _HandshakeError(Exception):
+    """AUTH or SELECT refused when a connection was (re)opened."""
 
 
 @dataclass

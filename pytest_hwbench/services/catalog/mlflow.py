@@ -20,15 +20,19 @@ class Mlflow(ServiceKind):
     startup_timeout = 120.0
     settings: ClassVar[dict[str, str]] = {
         "backend_store_uri": "where runs are stored (default sqlite in the scratch dir)",
-        "artifacts_dir": "artifact root (default: the scratch dir)",
+        "artifacts_dir": "artifact root clients write to directly (default: the scratch dir)",
+        "artifacts_destination": "artifact store the server proxies (e.g. s3://bucket/path; clients then need "
+                                 "no store credentials); replaces artifacts_dir",
         "workers": "server workers (default 1)",
     }
 
     def _args(self, ctx: StartContext, host: str, port: int, base: str) -> list[str]:
         store = ctx.settings.get("backend_store_uri") or f"sqlite:///{base}/mlflow.db"
-        artifacts = ctx.settings.get("artifacts_dir") or f"{base}/artifacts"
-        return ["server", "--host", host, "--port", str(port), "--backend-store-uri", str(store),
-                "--default-artifact-root", str(artifacts), "--workers", str(ctx.settings.get("workers") or 1)]
+        proxied = ctx.settings.get("artifacts_destination")
+        artifacts = ["--artifacts-destination", str(proxied)] if proxied else \
+            ["--default-artifact-root", str(ctx.settings.get("artifacts_dir") or f"{base}/artifacts")]
+        return ["server", "--host", host, "--port", str(port), "--backend-store-uri", str(store), *artifacts,
+                "--workers", str(ctx.settings.get("workers") or 1)]
 
     def process_args(self, ctx: StartContext, binary: str) -> list[str]:
         return self._args(ctx, ctx.host, ctx.port, str(ctx.work_dir))

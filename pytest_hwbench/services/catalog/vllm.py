@@ -77,7 +77,8 @@ class Vllm(ServiceKind):
     def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
         served = ctx.settings.get("served_model_name") or ctx.settings.get("model")
         return Endpoint(host=host, port=port, url=f"http://{host}:{port}",
-                        extra={"openai_base_url": f"http://{host}:{port}/v1", "model": served},
+                        extra={"openai_base_url": f"http://{host}:{port}/v1", "model": served,
+                               "metrics_url": f"http://{host}:{port}/metrics"},
                         name=ctx.name, kind=self.name)
 
     def after_ready(self, ctx: StartContext, endpoint: Endpoint) -> dict[str, Any]:
