@@ -393,6 +393,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
+    if hw.services.reaped_text:
+        terminalreporter.write_line(hw.services.reaped_text, yellow=True)
     if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
         terminalreporter.write_line(hw.writer.error, red=True, bold=True)
 
