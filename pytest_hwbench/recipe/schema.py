@@ -632,10 +632,13 @@ RESOURCES: Final = Record({"enabled": Bool(), "interval_ms": Int(min=50, max=3_6
 _PATHS = ListOf(Str(nonempty=True), single=True)
 HARDWARE: Final = Record({
     "models": Record({"dirs": _PATHS, "ollama": Bool(), "huggingface": Bool(), "select": _PATHS,
-                      "default_count": Int(min=1, max=1000), "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
+                      "default_count": Int(min=1, max=1000),
+                      "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
                       "memory_headroom": Float(ge=0)}),
-    "llama_bench_repetitions": Int(min=1, max=MAX_REPETITIONS), "sevenzip_dict_log2": Int(min=10, max=40), "sevenzip_passes": Int(min=1, max=MAX_REPETITIONS),
-    "stream_array_mib": Nullable(Float(gt=0), empty_is_null=True), "stream_ntimes": Int(min=2, max=MAX_REPETITIONS),
+    "llama_bench_repetitions": Int(min=1, max=MAX_REPETITIONS), "sevenzip_dict_log2": Int(min=10, max=40),
+    "sevenzip_passes": Int(min=1, max=MAX_REPETITIONS),
+    "stream_array_mib": Nullable(Float(gt=0), empty_is_null=True),
+    "stream_ntimes": Int(min=2, max=MAX_REPETITIONS),
     "stream_cross_check": Bool(), "fio_size_mib": Int(min=1, max=1 << 24), "fio_runtime_s": Float(gt=0, lt=1e6),
     "fio_iodepth": Int(min=1, max=65536), "fio_ioengine": Str(nonempty=True), "timeout_s": Float(gt=0, lt=1e6),
 })
