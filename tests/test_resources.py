@@ -16,7 +16,7 @@ import pytest
 
 from pytest_hwbench.measure.gpu import gpu_skip_reason
 from pytest_hwbench.measure.recorder import Recorder
-from pytest_hwbench.measure.samplers import ResourceMonitor, Target, Timeline, is_resource_metric
+from pytest_hwbench.measure.samplers import ResourceMonitor, Target, Timeline, is_resource_metric, nvml
 from pytest_hwbench.measure.samplers.container import CgroupSource, cgroup_dirs
 from pytest_hwbench.measure.samplers.host import HostSource
 from pytest_hwbench.measure.samplers.metrics import summarize_series, timeline_arrays, trial_metrics
@@ -29,6 +29,12 @@ from tests.fake_nvml import FakeGpu, fake_pynvml
 from tests.service_helpers import need_redis_image, spec
 
 BURN = "import time\nwhile True:\n    pass\n"
+
+
+@pytest.fixture(autouse=True)
+def fresh_nvml_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML's absence is remembered per process; each test here decides what ``pynvml`` is."""
+    monkeypatch.setattr(nvml, "_UNAVAILABLE", [])
 
 
 @pytest.fixture
