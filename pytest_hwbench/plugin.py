@@ -210,16 +210,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @contextlib.contextmanager
 def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
-    """One timed test at a time across xdist workers, unless --hwbench-allow-parallel."""
+    """One hwbench test at a time across xdist workers, unless --hwbench-allow-parallel. Held for the whole
+    protocol (set-up, call, teardown), so one worker's seeding, warm-up and cleanup of a shared service
+    neither overlap the other's timed window nor look like foreign data to its set-up."""
     workerinput = getattr(item.config, "workerinput", None)
-    if workerinput is None or session.options.allow_parallel:
+    if workerinput is None or session.options.allow_parallel or item.stash.get(LOCK_HELD, False):
         yield
         return
     from filelock import FileLock
 
     lock_path = Path(tempfile.gettempdir(), f"hwbench-{workerinput['testrunuid']}.lock")
     with FileLock(str(lock_path)):
-        yield
+        item.stash[LOCK_HELD] = True
+        try:
+            yield
+        finally:
+            item.stash[LOCK_HELD] = False
+
+
+LOCK_HELD = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None or not uses_hwbench(item):
+        return (yield)
+    with _exclusive(item, session):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -75,6 +75,7 @@ import numpy as np
 from aiohttp import web
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.services.base import restore_default_signals
 from pytest_hwbench.workloads.loop import new_event_loop, precise_timers, sleep_until
 
 DEFAULT_MODEL = "hwbench-reference"
@@ -884,7 +885,8 @@ class ReferenceServerProcess:
 
     def start(self) -> str:
         self._proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=self._log,
-                                      env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                                      env=os.environ | {"PYTHONUNBUFFERED": "1"},
+                                      preexec_fn=restore_default_signals)
         line: list[bytes] = []
         reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()),  # type: ignore[union-attr]
                                   daemon=True)

@@ -22,7 +22,7 @@ WORKERINPUT_ERRORS = "hwbench_service_errors"
 WORKERINPUT_FACTS = "hwbench_service_facts"
 WORKERINPUT_PIDS = "hwbench_service_pids"
 #: What of a service belongs in a baseline's environment: what an upgrade of the service changes.
-FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model")
+FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model", "server")
 
 
 def unavailable(reason: str) -> None:

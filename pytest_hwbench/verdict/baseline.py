@@ -242,8 +242,7 @@ class BaselineStore:
                     if isinstance(entries, HwbenchInputError):
                         continue
                     for entry in entries.values():
-                        for name in entry.metrics:
-                            parts.append(series_noise(entry.trial_values(name)))
+                        parts.append(test_noise(entry))
             self._noise = pool_noise(parts)
         return self._noise
 
@@ -403,6 +402,19 @@ class BaselineStore:
                 estimated=bool(metric.get("estimated", False)))
         return BaselineSession(saved_at=entry["saved_at"], environment=entry.get("environment", {}),
                                metrics=metrics, commit=entry.get("commit"), run_id=entry.get("run_id"))
+
+
+def test_noise(entry: BaselineEntry) -> SessionNoise:
+    """The session noise one test's history shows: the mean over its metrics of their between-session
+    variance, with the degrees of freedom of ONE series (K - 1). A test's metrics shift together (a busy
+    session slows TTFT, latency and throughput alike), so counting each metric as independent evidence
+    would make a 3-session history look calibrated when it is not."""
+    parts = [series_noise(entry.trial_values(name)) for name in entry.metrics]
+    parts = [p for p in parts if p.df]
+    if not parts:
+        return SessionNoise()
+    return SessionNoise(between_var=sum(p.between_var for p in parts) / len(parts),
+                        df=max(p.df for p in parts), series=1)
 
 
 def _as_history(entry: dict[str, Any]) -> dict[str, Any]:
