@@ -2,6 +2,8 @@
 # Install and start what the service tests need, idempotently, as root (called by .ci/run):
 #   - Debian packages: redis-server, postgresql, docker.io, chromium + chromium-driver (dashboard browser
 #     test), a C/C++ toolchain + cmake (for llama.cpp);
+#     the hardware benchmarks' tools: 7zip (7zz b), fio, likwid (likwid-bench cross-checks the STREAM kernel,
+#     which gcc compiles with OpenMP on first use);
 #     system services are NOT enabled or started (the tests start their own servers on free ports);
 #   - a Docker engine: if none answers, dockerd --storage-driver=vfs in the background (log: /tmp/dockerd.log);
 #   - the gguf package (writes the tiny test model) and llama.cpp's llama-server/llama-bench, built once
@@ -34,6 +36,10 @@ need_pkgs() {
   command -v ldd >/dev/null || missing+=(libc-bin)
   command -v runuser >/dev/null || missing+=(util-linux)
   { command -v chromium && command -v chromedriver; } >/dev/null || missing+=(chromium chromium-driver)
+  command -v 7zz >/dev/null || missing+=(7zip)
+  command -v fio >/dev/null || missing+=(fio)
+  command -v likwid-bench >/dev/null || missing+=(likwid)
+  command -v gcc >/dev/null || missing+=(gcc)
   echo "${missing[@]:-}"
 }
 

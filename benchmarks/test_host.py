@@ -1,5 +1,10 @@
 """Host benchmarks that need nothing beyond pip: the embedded demo of the whole flow.
 
+These are numpy/Python approximations that run anywhere; the figures hardware engineers compare across
+machines come from the standard tools in ``benchmarks/test_hardware.py`` (7-Zip MIPS, STREAM GB/s cross-checked
+with likwid-bench, fio) and ``benchmarks/test_gguf.py`` (llama-bench), which skip naming the package to
+install when a tool is missing.
+
 Each test body is one trial; the plugin runs it ``warmup`` + ``repetitions`` times (recipe), computes the
 summaries, checks the recipe's SLOs and compares with ``baselines/<testbed>/``. Inside a trial we take a few
 samples so percentiles and CIs have something to work with.

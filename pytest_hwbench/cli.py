@@ -5,6 +5,7 @@
 - ``hwbench baseline import-pytest-benchmark FILE...``   pytest-benchmark saved runs as baseline history
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
 - ``hwbench fleet``, ``hwbench mlflow upload``, ``hwbench dashboard``   team tools (``report/fleet_cli.py``)
+- ``hwbench models list|tiny``           GGUF models a recipe selects; tiny test models
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     testbed = sub.add_parser("testbed", help="print the testbed name (and fingerprint with --json)")
     testbed.add_argument("--json", action="store_true")
     testbed.set_defaults(func=_testbed)
+    from pytest_hwbench.workloads.hardware import models_cmd
+
+    models_cmd.add_parser(sub)
     sub.add_parser("reference-server", help="run the reference LLM server (see --help after the command)")
     baseline = sub.add_parser("baseline", help="baseline tools").add_subparsers(dest="baseline_command",
                                                                                required=True)

@@ -64,6 +64,17 @@ def _whole_run(config: pytest.Config) -> bool:
     return True
 
 
+def _other_files(recipe: Recipe, items: list[pytest.Item]) -> bool:
+    """True when the recipe's SLO patterns name files that were not collected: it covers more benchmarks than
+    this run has, so an unused sweep key may well be theirs."""
+    files = {_file_of(item.nodeid) for item in items}
+    for pattern in recipe.slo:
+        scope = pattern.split("::", 1)[0] if "::" in pattern else None
+        if scope and ".py" in scope and not any(nodeid_matches(f, scope) for f in files):
+            return True
+    return False
+
+
 def slo_pattern_issues(recipe: Recipe, items: list[pytest.Item]) -> list[str]:
     out = []
     files = {_file_of(item.nodeid) for item in items}
@@ -82,8 +93,11 @@ def slo_pattern_issues(recipe: Recipe, items: list[pytest.Item]) -> list[str]:
     return out
 
 
-def sweep_key_issues(recipe: Recipe, items: list[pytest.Item]) -> list[str]:
-    out = []
+def sweep_key_issues(recipe: Recipe, items: list[pytest.Item]) -> tuple[list[str], list[str]]:
+    """(likely typos, other unused keys): a key close to a collected test's argument is a typo; one that is
+    close to nothing may belong to a benchmark that is not part of this run."""
+    typos: list[str] = []
+    unused: list[str] = []
     args = {name for item in items for name in getattr(item, "fixturenames", ())}
     for key in recipe.sweep:
         if key in args:
@@ -91,9 +105,10 @@ def sweep_key_issues(recipe: Recipe, items: list[pytest.Item]) -> list[str]:
         close = difflib.get_close_matches(key, sorted(a for a in args if not a.startswith(("request", "_"))),
                                           n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        out.append(f"{recipe.path}: sweep.{key}: no collected test has an argument {key!r}, so these values "
-                   f"would be dropped (fix: {hint}sweep keys are benchmark argument names)")
-    return out
+        (typos if close else unused).append(
+            f"{recipe.path}: sweep.{key}: no collected test has an argument {key!r}, so these values would be "
+            f"dropped (fix: {hint}sweep keys are benchmark argument names)")
+    return typos, unused
 
 
 def check_collection(config: pytest.Config, recipe: Recipe, items: list[pytest.Item]) -> list[str]:
@@ -106,12 +121,12 @@ def check_collection(config: pytest.Config, recipe: Recipe, items: list[pytest.I
     if users:
         lenient = bool(config.getoption("hwbench_lenient", False))
         slo = slo_pattern_issues(recipe, users)
-        sweep = sweep_key_issues(recipe, users)
+        typos, unused = sweep_key_issues(recipe, users)
         if lenient:
-            warnings += slo + sweep
+            warnings += slo + typos + unused
         else:
-            errors += slo
-            (errors if _whole_run(config) else warnings).extend(sweep)
+            errors += slo + typos
+            (errors if _whole_run(config) and not _other_files(recipe, users) else warnings).extend(unused)
     if errors:
         raise pytest.UsageError("pytest-hwbench: " + "\n".join(errors)
                                 + ("\n(--hwbench-lenient turns unmatched SLO patterns and sweep keys into "

@@ -26,6 +26,7 @@ import pytest
 from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.outcomes import error_payload, service_death, uses_hwbench
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
@@ -224,7 +225,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     recorder = item.stash.get(RECORDER_KEY, None)
     if recorder is None:
         return (yield)
-    from pytest_hwbench.measure.fingerprint import run_conditions
+    from pytest_hwbench.measure.fingerprint import LoadMeter, run_conditions
 
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
@@ -236,11 +237,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 recorder.begin_trial(i, warmup=True)
                 item.runtest()
             started = time.monotonic()
+            meter = LoadMeter()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
                 item.runtest()
             recorder.begin_trial(reps - 1)
             result = yield
+            conditions["load_other"] = meter.external_fraction()
             verdict, payload = session.judge(item, recorder, conditions, look=0)
             # Saving a baseline spends the whole budget: a stored session is compared many times.
             saving = session.options.save_baseline
@@ -253,6 +256,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 for _ in range(reps):
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
+                conditions["load_other"] = meter.external_fraction()
                 verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
             if recorder.metrics:  # keep partial measurements of a test that crashed
@@ -301,11 +305,20 @@ def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
+    payload = item.stash.get(PAYLOAD_STASH, None) if call.when == "call" else None
+    session = item.config.stash.get(SESSION_KEY, None)
+    if payload is not None and session is not None:  # a service that died during the measurement voids it
+        death = service_death(session.services, session.service_names(item))
+        if death:
+            payload["verdict"] = "ERROR"
+            payload["failures"] = [death, *payload.get("failures", [])]
+            report.outcome = "failed"
+            report.longrepr = death if report.longrepr is None else f"{death}\n{report.longrepr}"
+    elif report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
+        payload = error_payload(item, report, session.params_of(item))
+    if payload is not None:
+        report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
     redact_report(report)  # terminal and JUnit render from the report
-    if call.when == "call":
-        payload = item.stash.get(PAYLOAD_STASH, None)
-        if payload is not None:
-            report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
     return report
 
 
@@ -318,17 +331,17 @@ class ControllerHooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
-        if report.when == "call":
-            for i, (key, value) in enumerate(report.user_properties):
-                if key == PAYLOAD_KEY:
-                    del report.user_properties[i]
-                    payload = json.loads(value)
-                    self.session.add_result(payload, report)
-                    self.config.hook.pytest_hwbench_result(
-                        config=self.config, result=self.session.results[payload["test_id"]])
-                    break
-        elif report.skipped and report.when == "setup" and "hwbench" in report.keywords:
-            self.session.add_skip(report)
+        for i, (key, value) in enumerate(report.user_properties):
+            if key == PAYLOAD_KEY:
+                del report.user_properties[i]
+                payload = json.loads(value)
+                self.session.add_result(payload, report)
+                self.config.hook.pytest_hwbench_result(
+                    config=self.config, result=self.session.results[payload["test_id"]])
+                break
+        else:
+            if report.skipped and report.when == "setup" and "hwbench" in report.keywords:
+                self.session.add_skip(report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

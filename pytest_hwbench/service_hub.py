@@ -109,16 +109,36 @@ class ServiceHub:
             kind, text = self._errors[name]
             if kind == "unavailable":
                 unavailable(f"service {name!r}: {text}")
-            pytest.fail(f"service {name!r} did not start: {text}", pytrace=False)
+            if kind == "died":  # said in full once, by the test that saw it die
+                pytest.fail(f"service {name!r} died earlier in this run ({text}); the first test that failed "
+                            "on it shows its log", pytrace=False)
+            pytest.fail(f"service {name!r} did not start: {text.removeprefix(f'service {name!r}: ')}",
+                        pytrace=False)
         if name not in self._running:
             pytest.fail(f"service {name!r} was not handed to this xdist worker", pytrace=False)
         svc = self._running[name]
         try:
             svc.check_alive()
         except ServiceDied as err:
-            self._errors[name] = ("error", f"died during the run: {err}")
-            pytest.fail(f"service {name!r} died during the run: {err}", pytrace=False)
+            self._errors[name] = ("died", err.problem.removeprefix("died during the run: "))
+            pytest.fail(str(err), pytrace=False)
         return svc.endpoint
+
+    def death_of(self, name: str) -> str | None:
+        """Why service ``name`` stopped, if it did (cheap: exit status here, a TCP connect on a worker).
+        The first death is remembered, so later tests say it died once, briefly."""
+        if name in self._errors:
+            return None
+        if name in self._running:
+            reason = self._running[name]._dead_reason()
+        elif name in self._handed:
+            reason = _unreachable(self._handed[name])
+        else:
+            return None
+        if reason is None:
+            return None
+        self._errors[name] = ("died", reason)
+        return f"died ({reason})"
 
     def manifest(self) -> dict[str, Any]:
         """Per-service facts for run.json (image digest, binary version, startup and model load time)."""
@@ -134,3 +154,16 @@ class ServiceHub:
         errors = self._set.stop_all()
         self._running.clear()
         return [str(e) for e in errors or []]
+
+
+def _unreachable(endpoint: dict[str, Any]) -> str | None:
+    """On an xdist worker (which has no process handle): does the service still accept connections?"""
+    import socket
+
+    try:
+        with socket.create_connection((str(endpoint["host"]), int(endpoint["port"])), timeout=2.0):
+            return None
+    except ConnectionRefusedError:
+        return f"stopped accepting connections on {endpoint['host']}:{endpoint['port']}"
+    except OSError:
+        return None  # a timeout on a loaded machine is not a death

@@ -170,14 +170,18 @@ class HwbenchSession:
         return [wanted] if isinstance(wanted, str) else list(wanted)
 
     def environment(self, service_facts: dict[str, Any] | None,
-                    conditions: dict[str, Any] | None = None) -> dict[str, Any]:
+                    conditions: dict[str, Any] | None = None,
+                    tool_versions: dict[str, Any] | None = None) -> dict[str, Any]:
         """The environment a baseline is saved and compared in: the machine fingerprint, the version facts
-        of the services the test used, and the run conditions the test started under."""
+        of the services the test used, the run conditions the test started under, and the versions of the
+        hardware tools it ran (``hwbench.extra["tool_versions"]``, see workloads/hardware/runner.py)."""
         env = dict(self.fingerprint)
         if service_facts:
             env["services"] = service_facts
         if conditions:
             env["conditions"] = conditions
+        if tool_versions:
+            env["tools"] = tool_versions
         return env
 
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
@@ -226,7 +230,8 @@ class HwbenchSession:
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
             result.baseline = self._compare_baseline(
-                item, metrics, self.environment(result.service_facts, conditions), look)
+                item, metrics, self.environment(result.service_facts, conditions,
+                                                recorder.extra.get("tool_versions")), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
         decide(result, require_baseline=self.require_baseline)
@@ -272,9 +277,14 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Take one test's payload from its call report: keep it, append it, write its raw samples."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
-        payload["outcome"] = report.outcome
+        payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
         payload = redact(payload, self.recipe.secret_values)
+        earlier = self.results.get(payload["test_id"])
+        if earlier is not None and report.when == "teardown":  # measured, then its teardown failed
+            earlier.update(verdict="ERROR", outcome="error",
+                           failures=[*earlier.get("failures", []), *payload.get("failures", [])])
+            payload = earlier
         self.results[payload["test_id"]] = payload
         writer = self._writer()
         writer.append_result(payload)
@@ -294,7 +304,8 @@ class HwbenchSession:
         git = self.fingerprint.get("git") or {}
         self._to_save[payload["test_id"]] = SaveRecord(
             metrics={n: MetricResult.from_dict(m) for n, m in payload["metrics"].items()},
-            environment=self.environment(payload.get("service_facts"), payload.get("conditions")),
+            environment=self.environment(payload.get("service_facts"), payload.get("conditions"),
+                                         (payload.get("extra") or {}).get("tool_versions")),
             commit=git.get("commit"), run_id=self.run_id)
 
     def add_skip(self, report: pytest.TestReport) -> None:

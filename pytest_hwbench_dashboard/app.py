@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 
 from pytest_hwbench.report.fleet import headline
 from pytest_hwbench.report.fleet_data import SessionRecord, load_mlflow
@@ -173,9 +173,11 @@ def make_app(source: SessionSource, title: str = "hwbench") -> Dash:
         return _options(D.metrics_of(source.sessions(), test))
 
     @app.callback(Output("page", "children"), Input("url", "pathname"),
-                  *[Input(f"f-{f}", "value") for f in FILTERS])
+                  *[Input(f"f-{f}", "value") for f in FILTERS], State("url", "search"))
     def render(pathname: str | None, testbed: str | None, host: str | None, recipe: str | None,
-               test: str | None, metric: str | None) -> list[Any]:
+               test: str | None, metric: str | None, search: str | None) -> list[Any]:
+        # the metric dropdown drops a value its options do not hold yet; the URL's metric still counts
+        metric = metric or dict(urllib.parse.parse_qsl((search or "").lstrip("?"))).get("metric")
         sessions = D.filter_sessions(source.sessions(), D.Filters(testbed, host, recipe, test))
         if pathname == "/compare":
             return page_compare(sessions, test, metric)

@@ -143,6 +143,15 @@ def synthetic_session(n_tests: int, n_metrics: int, trials: int, seed: int = 0) 
     return manifest, results
 
 
+def _one_session(job: tuple[str, int, int, int, int]) -> float:
+    uri, tests, metrics, trials, seed = job
+    manifest, results = synthetic_session(tests, metrics, trials, seed)
+    t0 = time.perf_counter()
+    outcome = log_session(uri, "load-bench", manifest, results, [])
+    assert outcome.ok, outcome.warning
+    return time.perf_counter() - t0
+
+
 def fluent_anchor(uri: str, experiment: str, manifest: dict, results: list[dict], files: list[Path]) -> None:
     """The same content, one fluent-API call per value: what a hand-written integration sends."""
     import mlflow
@@ -207,6 +216,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--machines", type=int, default=300)
     ap.add_argument("--sessions-per-day", type=int, default=4)
+    ap.add_argument("--concurrent", type=int, default=0,
+                    help="also log this many sessions at once (separate processes) for the server's capacity")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -251,6 +262,20 @@ def main() -> None:
     if pg:
         print(f"  PostgreSQL rows written/day {per_day * (pg['inserted'] + pg['updated']):,}; "
               f"database growth/day ~{per_day * pg['db_bytes'] / 1024 ** 2:,.0f} MiB")
+    capacity = None
+    if args.concurrent:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.concurrent) as pool:
+            t0 = time.perf_counter()
+            done = list(pool.map(_one_session, [(args.mlflow, args.tests, args.metrics, args.trials, i)
+                                                for i in range(args.concurrent)]))
+            wall = time.perf_counter() - t0
+        capacity = args.concurrent / wall * 60
+        print(f"\n{args.concurrent} sessions logged at once: {wall:.1f} s wall "
+              f"(each {min(done):.1f}-{max(done):.1f} s)"
+              f" -> about {capacity:.0f} sessions/minute on this server; the fleet needs "
+              f"{per_day / (24 * 60):.2f}/minute on average")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "artifact_bytes": artifact_bytes,
                                                "n_values": n_values}, indent=2))

@@ -23,12 +23,22 @@ from pytest_hwbench.verdict.baseline import (
     STALE,
     BaselineEntry,
     BaselineStore,
-    compare_metric,
+    SaveRecord,
     compare_test,
     list_testbeds,
     module_slug,
 )
+from pytest_hwbench.verdict.compare import (
+    CompareSettings,
+    Comparison,
+    compare_metric,
+    fail_boundary,
+    pool_noise,
+    series_noise,
+)
+from pytest_hwbench.verdict.decide import decide
 from pytest_hwbench.verdict.envdiff import ABSENT, EnvChange, environment_diff, format_env_diff
+from pytest_hwbench.verdict.result import TestResult
 
 TB = "epyc-9554-64c"
 TID = "benchmarks/test_host.py::test_matmul[256]"
@@ -73,8 +83,8 @@ def test_file_layout_and_content(tmp_path: Path) -> None:
     text = path.read_text()
     data = json.loads(text)
     assert text == json.dumps(data, indent=2, sort_keys=True) + "\n"  # diff-friendly
-    assert data["schema"] == 1 and data["testbed"] == TB
-    entry = data["tests"][TID]
+    assert data["schema"] == 2 and data["testbed"] == TB
+    entry = data["tests"][TID]["sessions"][-1]
     assert entry["saved_at"] == "2024-05-01T10:00:00+00:00" and entry["environment"] == ENV
     gflops = entry["metrics"]["gflops"]
     assert set(gflops) == {"unit", "better", "trial_values", "summary"}
@@ -192,23 +202,30 @@ def good_doc(tmp_path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+S0 = f"tests.'{TID}'.sessions[0]"
+
+
+def _session(d: dict) -> dict:
+    return d["tests"][TID]["sessions"][0]
+
+
 @pytest.mark.parametrize(("mutate", "field"), [
-    (lambda d: d.update(schema=2), "schema"),
+    (lambda d: d.update(schema=3), "schema"),
     (lambda d: d.pop("schema"), "schema"),
     (lambda d: d.update(testbed=5), "testbed"),
     (lambda d: d.update(tests=[]), "tests"),
     (lambda d: d["tests"].update({TID: "x"}), f"tests.'{TID}'"),
-    (lambda d: d["tests"][TID].update(saved_at=3), f"tests.'{TID}'.saved_at"),
-    (lambda d: d["tests"][TID].update(environment=[]), f"tests.'{TID}'.environment"),
-    (lambda d: d["tests"][TID].update(metrics=None), f"tests.'{TID}'.metrics"),
-    (lambda d: d["tests"][TID]["metrics"]["gflops"].update(better="up"), f"tests.'{TID}'.metrics.gflops.better"),
-    (lambda d: d["tests"][TID]["metrics"]["gflops"].update(trial_values="1,2"),
-     f"tests.'{TID}'.metrics.gflops.trial_values"),
-    (lambda d: d["tests"][TID]["metrics"]["gflops"].update(trial_values=[1, "2"]),
-     f"tests.'{TID}'.metrics.gflops.trial_values"),
-    (lambda d: d["tests"][TID]["metrics"]["gflops"]["summary"].pop("p99"),
-     f"tests.'{TID}'.metrics.gflops.summary"),
-    (lambda d: d["tests"][TID]["metrics"]["gflops"].update(unit=1), f"tests.'{TID}'.metrics.gflops.unit"),
+    (lambda d: d["tests"][TID].update(sessions=[]), f"tests.'{TID}'.sessions"),
+    (lambda d: _session(d).update(saved_at=3), f"{S0}.saved_at"),
+    (lambda d: _session(d).update(commit=3), f"{S0}.commit"),
+    (lambda d: _session(d).update(environment=[]), f"{S0}.environment"),
+    (lambda d: _session(d).update(metrics=None), f"{S0}.metrics"),
+    (lambda d: _session(d)["metrics"]["gflops"].update(better="up"), f"{S0}.metrics.gflops.better"),
+    (lambda d: _session(d)["metrics"]["gflops"].update(trial_values="1,2"), f"{S0}.metrics.gflops.trial_values"),
+    (lambda d: _session(d)["metrics"]["gflops"].update(trial_values=[1, "2"]),
+     f"{S0}.metrics.gflops.trial_values"),
+    (lambda d: _session(d)["metrics"]["gflops"]["summary"].pop("p99"), f"{S0}.metrics.gflops.summary"),
+    (lambda d: _session(d)["metrics"]["gflops"].update(unit=1), f"{S0}.metrics.gflops.unit"),
 ])
 def test_wrong_schema_or_types_name_the_field(tmp_path: Path, mutate, field: str) -> None:
     doc = good_doc(tmp_path)
@@ -246,73 +263,105 @@ def test_error_repeats_for_every_load_and_save_refuses_to_overwrite(tmp_path: Pa
 
 # ------------------------------------------------------------------------------------------ compare_metric
 
+SETTINGS = CompareSettings()
+
+
+def cmp(cur: list[float], sessions: list[list[float]], better: str = "higher", **kw) -> Comparison:
+    settings = CompareSettings(**{k: kw.pop(k) for k in list(kw) if k in CompareSettings.__dataclass_fields__})
+    return compare_metric("gflops", sessions, cur, settings, better=better, unit="GFLOP/s", **kw)
+
+
+HISTORY = [STEADY, [x * 1.002 for x in STEADY], [x * 0.998 for x in STEADY]]
+
+
 def test_same_data_passes() -> None:
-    v = compare_metric(mr("gflops", STEADY), STEADY, "higher", 0.05, 0.95, 2.0)
-    assert v.status == PASS and v.ratio == 1.0 and v.ci_low <= 1.0 <= v.ci_high
-    assert "within tolerance" in v.message and v.n_current == v.n_baseline == 6
+    v = cmp(STEADY, HISTORY)
+    assert v.status == PASS and v.ratio == pytest.approx(1.0, abs=1e-3) and v.ci_low <= 1.0 <= v.ci_high
+    assert "within tolerance" in v.message and v.n_current == 6 and v.n_baseline == 18 and v.sessions == 3
 
 
 @pytest.mark.parametrize(("better", "factor"), [("higher", 0.8), ("lower", 1.2)])
 def test_twenty_percent_worse_fails_in_both_directions(better: str, factor: float) -> None:
-    cur = mr("gflops", [x * factor for x in STEADY], better=better)
-    v = compare_metric(cur, STEADY, better, 0.05, 0.95, 2.0)
+    v = cmp([x * factor for x in STEADY], HISTORY, better)
     assert v.status == FAIL
-    assert v.ratio == pytest.approx(factor)
-    assert v.message.startswith("gflops: 20.0% worse than baseline (ratio ")
-    assert "95% CI" in v.message and "tolerance 5%" in v.message
+    assert v.ratio == pytest.approx(factor, rel=0.01)
+    assert v.message.startswith("gflops: 20.0% worse: ")
+    # both medians with units, the change and its CI, the tolerance, the trials and sessions
+    assert "GFLOP/s vs baseline" in v.message and "95% CI" in v.message and "tolerance 5%" in v.message
+    assert "3 stored session(s)" in v.message
     assert v.ci_low <= v.ratio <= v.ci_high
 
 
 @pytest.mark.parametrize("better", ["higher", "lower"])
 def test_twenty_percent_better_is_not_a_failure(better: str) -> None:
     factor = 1.2 if better == "higher" else 0.8
-    v = compare_metric(mr("g", [x * factor for x in STEADY], better=better), STEADY, better, 0.05, 0.95, 5.0)
+    v = cmp([x * factor for x in STEADY], HISTORY, better, stale_factor=5.0)
     assert v.status == PASS and "20.0% better" in v.message
 
 
-def test_noisy_overlap_is_inconclusive_and_records_policy() -> None:
-    cur = mr("gflops", [x * 0.95 for x in NOISY])
-    v = compare_metric(cur, NOISY, "higher", 0.05, 0.95, 2.0, inconclusive="rerun")
-    assert v.status == INCONCLUSIVE
-    assert v.ci_low < 0.95 < v.ci_high
-    assert v.inconclusive == "rerun" and "policy: rerun" in v.message
+def test_noisy_overlap_is_inconclusive_says_noise_and_advice() -> None:
+    v = cmp([x * 0.95 for x in NOISY], [NOISY], inconclusive_policy="rerun")
+    assert v.status == INCONCLUSIVE and v.ci_low < 0.95 < v.ci_high
+    assert v.inconclusive_policy == "rerun"
+    assert "trial noise" in v.message and "session noise" in v.message and v.advice
 
 
 @pytest.mark.parametrize(("better", "factor"), [("higher", 1.5), ("lower", 0.6)])
 def test_big_improvement_is_stale(better: str, factor: float) -> None:
-    v = compare_metric(mr("m", [x * factor for x in STEADY], better=better), STEADY, better, 0.05, 0.95, 2.0)
+    v = cmp([x * factor for x in STEADY], HISTORY, better)
     assert v.status == STALE
     assert "baseline stale" in v.message and "--hwbench-save-baseline" in v.message
 
 
-def test_single_trial_each_side_collapses_ci() -> None:
-    v = compare_metric(mr("gflops", [79.0]), [100.0], "higher", 0.05, 0.95, 2.0)
-    assert v.status == FAIL and v.ratio == v.ci_low == v.ci_high == pytest.approx(0.79)
-    assert "1 trial, no CI" in v.message and "21.0% worse" in v.message
-    assert compare_metric(mr("gflops", [99.0]), [100.0], "higher", 0.05, 0.95, 2.0).status == PASS
+def test_single_trial_each_side_is_never_a_bare_threshold() -> None:
+    v = cmp([79.0], [[100.0]])
+    assert v.status == INCONCLUSIVE and "1 trial on each side" in v.message
+    assert "repetitions >= 2" in v.advice
+
+
+def test_one_session_uses_the_stated_prior_and_says_so() -> None:
+    v = cmp([x * 0.93 for x in STEADY], [STEADY])
+    assert v.status == INCONCLUSIVE  # 7 % is within what one session's shift can explain
+    assert "prior baseline.session_noise" in v.message and "more stored session" in v.message
+    assert cmp([x * 0.5 for x in STEADY], [STEADY]).status == FAIL  # a halving is not session noise
+
+
+def test_testbed_history_calibrates_the_session_noise() -> None:
+    quiet = pool_noise([series_noise(HISTORY)] * 8)
+    assert quiet.calibrated and quiet.df == 16
+    loud = pool_noise([series_noise([[x * f for x in STEADY] for f in (0.9, 1.0, 1.1)])] * 8)
+    cur = [x * 0.9 for x in STEADY]
+    assert cmp(cur, HISTORY, noise=quiet).status == FAIL
+    assert cmp(cur, HISTORY, noise=loud).status == INCONCLUSIVE
+    assert "estimated: 16 df from 8 stored series" in cmp(cur, HISTORY, noise=loud).message
 
 
 def test_zero_baseline_median() -> None:
-    def err(values: list[float]) -> MetricResult:
-        return mr("error_rate", values, unit="", better="lower")
+    def err(values: list[float]) -> Comparison:
+        return compare_metric("error_rate", [[0.0, 0.0, 0.0]], values, SETTINGS, better="lower")
 
-    assert compare_metric(err([0.0, 0.0]), [0.0, 0.0, 0.0]).status == PASS
-    failing = compare_metric(err([0.01, 0.02, 0.01]), [0.0, 0.0, 0.0])
+    assert err([0.0, 0.0]).status == PASS
+    failing = err([0.01, 0.02, 0.01])
     assert failing.status == FAIL and "ratio undefined" in failing.message
-    assert compare_metric(err([0.0, 0.02, 0.0]), [0.0, 0.0, 0.0]).status == INCONCLUSIVE
+    assert err([0.0, 0.02, 0.0]).status == INCONCLUSIVE
 
 
-def test_unit_change_and_missing_trials() -> None:
-    v = compare_metric(mr("lat", STEADY, unit="s", better="lower"), STEADY, baseline_unit="ms")
-    assert v.status == FAIL and "unit changed" in v.message
-    empty = compare_metric(mr("lat", STEADY, better="lower"), [float("nan")])
+def test_missing_trials() -> None:
+    empty = cmp(STEADY, [[float("nan")]])
     assert empty.status == INCONCLUSIVE and "baseline" in empty.message
 
 
-def test_metric_verdict_to_dict_is_plain_json() -> None:
-    v = compare_metric(mr("gflops", STEADY), STEADY)
+def test_comparison_round_trips_as_plain_json() -> None:
+    v = cmp(STEADY, HISTORY)
     d = json.loads(json.dumps(v.to_dict(), allow_nan=False))
     assert d["status"] == PASS and d["metric"] == "gflops" and d["inconclusive_policy"] == "warn"
+    assert Comparison.from_dict(d).to_dict() == d
+
+
+def test_fail_boundary_is_strict_early_and_alpha_at_the_last_look() -> None:
+    last = fail_boundary(CompareSettings(looks_planned=6, look=5))
+    first = fail_boundary(CompareSettings(looks_planned=6, look=0))
+    assert last == pytest.approx(2.457, abs=0.01) and first == pytest.approx(last * 6 ** 0.5)
 
 
 trials = st.lists(st.floats(min_value=1.0, max_value=1e6, allow_nan=False), min_size=1, max_size=8)
@@ -321,7 +370,7 @@ trials = st.lists(st.floats(min_value=1.0, max_value=1e6, allow_nan=False), min_
 @settings(max_examples=60, deadline=None)
 @given(values=trials, better=st.sampled_from(["lower", "higher"]), tol=st.sampled_from([0.0, 0.01, 0.05, 0.2]))
 def test_identical_samples_never_fail(values: list[float], better: str, tol: float) -> None:
-    v = compare_metric(mr("m", values, better=better), list(values), better, tol, 0.95, 2.0)
+    v = cmp(values, [list(values)], better, tolerance=tol)
     assert v.status != FAIL
 
 
@@ -334,17 +383,45 @@ def test_status_is_monotone_when_current_gets_worse(base: list[float], cur: list
     factors = [0.5, 0.8, 0.95, 1.0, 1.05, 1.25, 2.0]
     if better == "higher":
         factors = [1 / f for f in factors]  # worse means smaller for higher-is-better
-    ranks = [_RANK[compare_metric(mr("m", [x * f for x in cur], better=better), base, better, 0.05, 0.95,
-                                  2.0).status] for f in factors]
+    ranks = [_RANK[cmp([x * f for x in cur], [base, base], better).status] for f in factors]
     assert ranks == sorted(ranks)
 
 
 # -------------------------------------------------------------------------------------------- compare_test
 
-def entry_for(tmp_path: Path, metrics: dict[str, MetricResult], env: dict | None = None) -> BaselineEntry:
+def entry_for(tmp_path: Path, metrics: dict[str, MetricResult], env: dict | None = None,
+              sessions: int = 3) -> BaselineEntry:
     store = BaselineStore(tmp_path, TB)
-    store.save({TID: (metrics, ENV if env is None else env)}, saved_at="2024-05-01T10:00:00+00:00")
+    for i in range(sessions):
+        store.save({TID: SaveRecord(metrics, ENV if env is None else env, commit=f"c0ffee{i}", run_id=f"r{i}")},
+                   saved_at=f"2024-05-0{i + 1}T10:00:00+00:00")
     return BaselineStore(tmp_path, TB).load(TID)
+
+
+def test_history_appends_sessions_and_keeps_the_last_k(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, TB)
+    for i in range(4):
+        store.save({TID: SaveRecord({"gflops": mr("gflops", [float(i + 1)] * 2)}, ENV, commit=f"c{i}")},
+                   saved_at=f"2024-05-0{i + 1}T10:00:00+00:00", keep=3)
+    entry = BaselineStore(tmp_path, TB).load(TID)
+    assert [s.commit for s in entry.sessions] == ["c1", "c2", "c3"]
+    assert entry.trial_values("gflops") == [[2.0, 2.0], [3.0, 3.0], [4.0, 4.0]]
+    data = json.loads(store.path_for(TID).read_text())
+    assert data["schema"] == 2 and len(data["tests"][TID]["sessions"]) == 3
+
+
+def test_old_single_session_files_still_load(tmp_path: Path) -> None:
+    path = tmp_path / TB / "benchmarks__test_host.json"
+    path.parent.mkdir(parents=True)
+    entry = {"saved_at": "2024-01-01T00:00:00+00:00", "environment": ENV,
+             "metrics": {"gflops": {"unit": "GFLOP/s", "better": "higher", "trial_values": STEADY,
+                                    "summary": summarize(STEADY).to_dict()}}}
+    path.write_text(json.dumps({"schema": 1, "testbed": TB, "tests": {TID: entry}}))
+    store = BaselineStore(tmp_path, TB)
+    loaded = store.load(TID)
+    assert len(loaded.sessions) == 1 and loaded.metrics["gflops"].trial_values == STEADY
+    store.save({TID: ({"gflops": mr("gflops", STEADY)}, ENV)})
+    assert len(BaselineStore(tmp_path, TB).load(TID).sessions) == 2
 
 
 def test_compare_test_worst_status_new_and_missing(tmp_path: Path) -> None:
@@ -354,7 +431,7 @@ def test_compare_test_worst_status_new_and_missing(tmp_path: Path) -> None:
     statuses = {m.metric: m.status for m in result.metrics}
     assert statuses == {"gflops": PASS, "fresh": NEW, "gone": MISSING_METRIC}
     assert result.status == FAIL
-    assert "gone: in the baseline but not recorded" in result.failure_text()
+    assert "gone: in the baseline but not recorded" in result.by_status(MISSING_METRIC)[0].message
 
 
 def test_compare_test_all_new_is_not_a_pass(tmp_path: Path) -> None:
@@ -367,38 +444,61 @@ def test_compare_test_stale_counts_as_pass_but_is_listed(tmp_path: Path) -> None
     entry = entry_for(tmp_path, {"gflops": mr("gflops", STEADY), "b": mr("b", STEADY)})
     current = {"gflops": mr("gflops", [x * 1.5 for x in STEADY]), "b": mr("b", STEADY)}
     result = compare_test(current, entry, BaselinePolicy(), ENV)
-    assert result.status == PASS and [m.metric for m in result.stale] == ["gflops"]
+    assert result.status == PASS and [m.metric for m in result.by_status(STALE)] == ["gflops"]
     assert result.env_diff == [] and result.env_diff_text == "environment unchanged"
 
 
 def test_compare_test_uses_per_metric_policy(tmp_path: Path) -> None:
     entry = entry_for(tmp_path, {"gflops": mr("gflops", STEADY), "noisy": mr("noisy", NOISY)})
     current = {"gflops": mr("gflops", [x * 0.8 for x in STEADY]), "noisy": mr("noisy", [x * 0.95 for x in NOISY])}
-    strict = compare_test(current, entry, BaselinePolicy(), ENV)
+    strict = compare_test(current, entry, BaselinePolicy(reruns=0), ENV)
     assert strict.status == FAIL
-    loose = BaselinePolicy(inconclusive="warn",
+    loose = BaselinePolicy(inconclusive="warn", reruns=0,
                            metrics={"gflops": MetricPolicy(tolerance=0.3),
                                     "noisy": MetricPolicy(inconclusive="fail")})
     result = compare_test(current, entry, loose, ENV)
     by_name = {m.metric: m for m in result.metrics}
     assert by_name["gflops"].status == PASS and by_name["gflops"].tolerance == 0.3
-    assert by_name["noisy"].status == INCONCLUSIVE and by_name["noisy"].inconclusive == "fail"
+    assert by_name["noisy"].status == INCONCLUSIVE and by_name["noisy"].inconclusive_policy == "fail"
     assert result.status == INCONCLUSIVE and result.inconclusive_policy == "fail"
 
 
-def test_failure_text_names_metric_bound_and_env_diff(tmp_path: Path) -> None:
+def test_failure_text_names_metric_values_history_and_env_diff(tmp_path: Path) -> None:
     entry = entry_for(tmp_path, {"gflops": mr("gflops", STEADY)})
-    env = {**ENV, "kernel": "6.1.0-25", "timestamp": 2, "gpu": {"driver": "555.42", "names": ["H100"]}}
-    result = compare_test({"gflops": mr("gflops", [x * 0.79 for x in STEADY])}, entry, BaselinePolicy(), env)
-    assert result.status == FAIL
-    text = result.failure_text()
-    assert text.startswith(f"{TID}: regressed against baseline (testbed {TB}, saved 2024-05-01T10:00:00+00:00")
-    assert "FAIL gflops: 21.0% worse than baseline (ratio 0.790" in text and "tolerance 5%" in text
+    env = {**ENV, "kernel": "6.1.0-25", "timestamp": 2, "gpu": {"driver": "555.42", "names": ["H100"]},
+           "services": {"llm": {"server": {"version": "0.6.1"}}}}
+    comp = compare_test({"gflops": mr("gflops", [x * 0.79 for x in STEADY])}, entry, BaselinePolicy(), env,
+                        look=5)
+    assert comp.status == FAIL
+    result = decide(TestResult(test_id=TID, name="test_matmul[256]", trials=6,
+                               metrics={"gflops": mr("gflops", STEADY)}, baseline=comp))
+    assert result.verdict == "FAIL"
+    text = result.failure_text
+    assert "test_matmul[256]: baseline regression: gflops: 21.0% worse:" in text
+    assert "GFLOP/s vs baseline 100 GFLOP/s (medians)" in text and "tolerance 5%" in text
+    assert f"baseline: {entry.file} (testbed {TB}; 3 sessions saved 2024-05-01T10:00:00+00:00 .. " in text
+    assert "at commit(s) c0ffee0, c0ffee1, c0ffee2" in text
     assert "gpu.driver: 550.54 -> 555.42" in text and "kernel: 6.1.0-18 -> 6.1.0-25" in text
-    assert 'gpu.names: ["H100", "H100"] -> ["H100"]' in text
+    assert "services.llm.server.version: (absent) -> 0.6.1" in text
     assert "timestamp" not in text
     d = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert d["status"] == FAIL and [c["key"] for c in d["env_diff"]] == ["gpu.driver", "gpu.names", "kernel"]
+    assert d["baseline"]["status"] == FAIL and len(d["baseline"]["sessions"]) == 3
+    assert TestResult.from_dict(d).to_dict() == d
+
+
+def test_differing_run_conditions_turn_a_regression_into_a_warning(tmp_path: Path) -> None:
+    entry = entry_for(tmp_path, {"gflops": mr("gflops", STEADY)})
+    comp = compare_test({"gflops": mr("gflops", [x * 0.6 for x in STEADY])}, entry, BaselinePolicy(), ENV, look=5,
+                        conditions=["xdist workers 1 at baseline, 2 now"])
+    result = decide(TestResult(test_id=TID, name="t", metrics={"gflops": mr("gflops", STEADY)}, baseline=comp))
+    assert result.verdict == "WARN"
+    assert any("run conditions differ (xdist workers 1 at baseline, 2 now)" in w for w in result.warnings)
+
+
+def test_invalid_measurement_is_never_a_pass() -> None:
+    result = decide(TestResult(test_id=TID, name="t", metrics={"gflops": mr("gflops", STEADY)},
+                               invalid=["llm: load generator was the bottleneck (client-bound) in 1 trial(s)"]))
+    assert result.verdict == "WARN" and "client-bound" in result.warnings[0]
 
 
 # ------------------------------------------------------------------------------------------------- envdiff

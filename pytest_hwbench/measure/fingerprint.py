@@ -29,6 +29,7 @@ import platform
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -372,9 +373,45 @@ def derive_testbed(fp: dict[str, Any]) -> str:
 #: Environment variables that set how many threads a BLAS / OpenMP library uses.
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-#: How much the machine's load at test start (fraction of all CPUs busy) may differ from the stored
+#: How much the machine's load (fraction of all CPUs busy with other work) may differ from the stored
 #: sessions' range before the verdict says the conditions differ.
-LOAD_MARGIN = 0.3
+LOAD_MARGIN = 0.25
+
+
+class LoadMeter:
+    """CPU time the rest of the machine used while a test ran, as a fraction of all CPUs.
+
+    System-wide busy time minus this process's own (threads and reaped children) over the window since
+    ``__init__``. On a shared machine a whole session shifts when a neighbour starts a build; this number
+    is how the verdict tells such a session from a regression of the system under test."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._proc = psutil.Process()
+        self._t0 = time.monotonic()
+        self._busy0 = self._busy()
+        self._own0 = self._own()
+
+    def _busy(self) -> float:
+        t = self._psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+    def _own(self) -> float:
+        t = self._proc.cpu_times()
+        return float(t.user + t.system + t.children_user + t.children_system)
+
+    def external_fraction(self) -> float | None:
+        wall = time.monotonic() - self._t0
+        cpus = self._psutil.cpu_count() or 1
+        if wall <= 0.05:
+            return None
+        try:
+            other = (self._busy() - self._busy0) - (self._own() - self._own0)
+        except Exception:  # the process table can vanish under us in a container; no number then
+            return None
+        return round(min(max(other / (wall * cpus), 0.0), 1.0), 2)
 
 
 def run_conditions(load_window_s: float = 0.1) -> dict[str, Any]:
@@ -398,8 +435,9 @@ def run_conditions(load_window_s: float = 0.1) -> dict[str, Any]:
 def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> list[str]:
     """Human lines for each run condition that differs from the stored sessions' (empty when alike).
 
-    Discrete conditions are compared with the newest stored session; the load at start counts as different
-    only when it lies more than ``LOAD_MARGIN`` outside the range the stored sessions saw."""
+    Discrete conditions are compared with the newest stored session; the load (at start, and used by other
+    processes during the trials) counts as different only when it lies more than ``LOAD_MARGIN`` outside
+    the range the stored sessions saw."""
     if not stored or not current:
         return []
     out = []
@@ -408,10 +446,12 @@ def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> 
     for key, label in names.items():
         if key in latest and key in current and latest[key] != current[key]:
             out.append(f"{label} {latest[key]} at baseline, {current[key]} now")
-    loads = [s.get("load_at_start") for s in stored if isinstance(s.get("load_at_start"), (int, float))]
-    now = current.get("load_at_start")
-    if loads and isinstance(now, (int, float)) and not (
-            min(loads) - LOAD_MARGIN <= now <= max(loads) + LOAD_MARGIN):
-        span = f"{min(loads):.0%}" if len(loads) == 1 else f"{min(loads):.0%}-{max(loads):.0%}"
-        out.append(f"machine load at test start {span} of all CPUs at baseline, {now:.0%} now")
+    for key, label in (("load_at_start", "machine load at test start"),
+                       ("load_other", "CPU used by other processes during the trials")):
+        loads = [s.get(key) for s in stored if isinstance(s.get(key), (int, float))]
+        now = current.get(key)
+        if loads and isinstance(now, (int, float)) and not (
+                min(loads) - LOAD_MARGIN <= now <= max(loads) + LOAD_MARGIN):
+            span = f"{min(loads):.0%}" if len(loads) == 1 else f"{min(loads):.0%}-{max(loads):.0%}"
+            out.append(f"{label}: {span} of all CPUs at baseline, {now:.0%} now")
     return out

@@ -19,7 +19,15 @@ import yaml
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.interpolate import interpolate_tree
-from pytest_hwbench.recipe.model import BaselinePolicy, MetricPolicy, MlflowSettings, Recipe, ServiceSpec
+from pytest_hwbench.recipe.model import (
+    BaselinePolicy,
+    HardwareSettings,
+    MetricPolicy,
+    MlflowSettings,
+    ModelSettings,
+    Recipe,
+    ServiceSpec,
+)
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
 from pytest_hwbench.report.redact import Redactor, secrets_in_tree
 from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
@@ -124,6 +132,16 @@ def _in_document_order(issues: list[Issue], data: Any) -> list[Issue]:
     return sorted(issues, key=position)
 
 
+def hardware_settings(clean: dict[str, Any]) -> HardwareSettings:
+    """``hardware:`` as typed settings; model directories get ``~`` expanded, lists become tuples."""
+    hw = dict(clean)
+    models = dict(hw.pop("models", {}))
+    for key in ("dirs", "select"):
+        if key in models:
+            models[key] = tuple(os.path.expanduser(v) if key == "dirs" else v for v in models[key])
+    return HardwareSettings(models=ModelSettings(**models), **hw)
+
+
 def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> Recipe:
     """Turn validated data into the model; absent keys take the dataclass defaults (written once, there)."""
     kwargs: dict[str, Any] = {k: clean[k] for k in
@@ -144,6 +162,8 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
         kwargs["services"] = services
     if "mlflow" in clean:
         kwargs["mlflow"] = MlflowSettings(**clean["mlflow"])
+    if "hardware" in clean:
+        kwargs["hardware"] = hardware_settings(clean["hardware"])
     return Recipe(
         path=source,
         name=clean.get("name") or Path(source).stem,

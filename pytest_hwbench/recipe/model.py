@@ -80,6 +80,38 @@ class MlflowSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """``hardware.models``: where GGUF models are searched and which are benchmarked (workloads/hardware/models.py)."""
+
+    dirs: tuple[str, ...] = ()
+    ollama: bool = True
+    huggingface: bool = True
+    select: tuple[str, ...] = ("default",)  # default | all | globs and re:<regex>
+    default_count: int = 3
+    max_size_gib: float | None = None
+    memory_headroom: float = 0.2
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    """``hardware:``: the hardware tools' options (benchmarks/test_hardware.py, test_gguf.py). Values that are
+    swept (threads, n_prompt, n_gen, batch_size, n_gpu_layers, flash_attn) belong in ``sweep:`` instead."""
+
+    models: ModelSettings = field(default_factory=ModelSettings)
+    llama_bench_repetitions: int = 3  # llama-bench -r: its samples per trial
+    sevenzip_dict_log2: int = 16  # 7z b -md
+    sevenzip_passes: int = 1
+    stream_array_mib: float | None = None  # per array; default 4 x total last-level cache (STREAM's rule)
+    stream_ntimes: int = 5
+    stream_cross_check: bool = True  # likwid-bench copy/triad on the same sizes in the same test
+    fio_size_mib: int = 64
+    fio_runtime_s: float = 2.0
+    fio_iodepth: int = 16
+    fio_ioengine: str = "libaio"
+    timeout_s: float = 900.0  # per tool invocation
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A loaded, interpolated and validated recipe."""
 
@@ -97,6 +129,7 @@ class Recipe:
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     settings: dict[str, Any] = field(default_factory=dict)
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
     secret_values: frozenset[str] = frozenset()
 
     def slos_for(self, nodeid: str) -> list[tuple[str, str]]:

@@ -627,6 +627,17 @@ MLFLOW: Final = Record({
     "probe_retries": Int(min=0),
 })
 
+_PATHS = ListOf(Str(nonempty=True), single=True)
+HARDWARE: Final = Record({
+    "models": Record({"dirs": _PATHS, "ollama": Bool(), "huggingface": Bool(), "select": _PATHS,
+                      "default_count": Int(min=1), "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
+                      "memory_headroom": Float(ge=0)}),
+    "llama_bench_repetitions": Int(min=1), "sevenzip_dict_log2": Int(min=10), "sevenzip_passes": Int(min=1),
+    "stream_array_mib": Nullable(Float(gt=0), empty_is_null=True), "stream_ntimes": Int(min=2),
+    "stream_cross_check": Bool(), "fio_size_mib": Int(min=1), "fio_runtime_s": Float(gt=0),
+    "fio_iodepth": Int(min=1), "fio_ioengine": Str(nonempty=True), "timeout_s": Float(gt=0),
+})
+
 SWEEP: Final = MapOf(ListOf(Scalar(), nonempty=True),
                      key=Key("a Python identifier", identifier=True,
                              fix="sweep keys are the benchmark's argument names"),
@@ -646,6 +657,7 @@ RECIPE: Final = Record({
     "services": MapOf(SERVICE, what="a mapping of service name to {kind, backend, ...}"),
     "mlflow": MLFLOW,
     "settings": Settings(),
+    "hardware": HARDWARE,
 }, required=("version",), what="a mapping", required_fix={"version": "add 'version: 1' as the first line"})
 
 #: ``@pytest.mark.hwbench(...)`` keywords, declared once like the recipe's (checked at collection).

@@ -9,10 +9,13 @@ metric this module answers:
   correlation ``ICC = s_b² / (s_b² + s_w²)`` says which share of the spread is the machine rather than noise
   between repeats; the F-test (``MS_between / MS_within``, scipy) says whether machines differ at all; the
   best/worst ratio says by how much (always >= 1, in the good direction).
-* **The outlier**: each machine against all the others pooled (Welch's t-test, Bonferroni over the machines,
-  and a minimum effect so a real but negligible 0.2 % is not a finding). The one most clearly off is named,
-  slower or faster, with the environment diff against what most of the others run (BIOS, firmware, driver,
-  kernel, memory configuration) as the likely explanation.
+* **The outlier**: each machine against the others (three or more machines: its mean as a new draw from the
+  spread of the others' machine means — a prediction-interval test, Bonferroni over the machines; two
+  machines: Welch's t-test on their replicates), at least 1 % apart, so a real but negligible 0.2 % is not
+  a finding. The one most clearly off is named, slower or faster, with the environment diff against what
+  most of the others run (BIOS, firmware, driver, kernel, memory configuration) as the likely explanation.
+  The rule was chosen by simulation against the rules teams use by hand (scripts/sim_fleet.py; the table
+  is in docs/scaling.md).
 * **Enough data?** How many sessions per machine a difference of ``resolve`` (default 2 %) between two
   machines would need to be found with 80 % power, from the within-machine spread seen.
 
@@ -156,6 +159,22 @@ def one_way_random_effects(groups: Sequence[Sequence[float]]) -> RandomEffects:
     return RandomEffects(f, p, (df_b, df_w), ms_w, var_b, icc)
 
 
+def _loo_p(mine: np.ndarray, others: Sequence[np.ndarray]) -> float:
+    """Is this machine from the same population as the others? The machine's mean against the others'
+    machine means, as a new draw from their spread (prediction interval, externally studentised, k-2 df).
+
+    The spread of the others' means holds both the machine-to-machine variation and the repeat noise, so
+    a fleet whose machines all differ a little names nobody; one machine outside that spread is named.
+    """
+    means = np.array([o.mean() for o in others])
+    centre, spread = float(means.mean()), float(means.std(ddof=1))
+    diff = float(mine.mean()) - centre
+    if spread == 0.0:
+        return 0.0 if diff != 0.0 else 1.0
+    t = diff / (spread * math.sqrt(1.0 + 1.0 / means.size))
+    return float(2.0 * sstats.t.sf(abs(t), means.size - 1))
+
+
 def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 2 or b.size < 2:
         return 1.0
@@ -224,7 +243,10 @@ def _compare(testbed: str, test_id: str, metric: str, per_host: dict[str, list[t
         rest_median = float(np.median(rest))
         ratio = medians[host] / rest_median if rest_median else math.nan
         ratios[host] = ratio
-        pvals[host] = min(1.0, _welch_p(obs[host], rest) * (k if k > 2 else 1))
+        if k > 2:
+            pvals[host] = min(1.0, _loo_p(obs[host], [obs[h] for h in order if h != host]) * k)
+        else:
+            pvals[host] = _welch_p(obs[host], rest)
         s = summarize(obs[host])
         lo, hi = s.ci.get("p50", (medians[host], medians[host]))
         machines.append(MachineStats(host=host, sessions=len(per_host[host]), n=int(obs[host].size),
@@ -366,7 +388,8 @@ def _env_lines(o: Outlier, limit: int, indent: str) -> list[str]:
     if not o.env_diff:
         return [f"{indent}environment of {o.host}: same as the rest (look at hardware: cooling, DIMMs, "
                 "power limits)"]
-    out = [f"{indent}environment of {o.host} vs the rest ({len(o.env_diff)} differences):"]
+    noun = "difference" if len(o.env_diff) == 1 else "differences"
+    out = [f"{indent}environment of {o.host} vs the rest ({len(o.env_diff)} {noun}):"]
     for ch in o.env_diff[:limit]:
         out.append(f"{indent}  {ch.key}: {format_value(ch.baseline)} (rest) -> {format_value(ch.current)}")
     if len(o.env_diff) > limit:

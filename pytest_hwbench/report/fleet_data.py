@@ -145,12 +145,13 @@ def _test(data: Mapping[str, Any]) -> TestRecord | None:
         if m is not None:
             metrics[str(name)] = m
     baseline = data.get("baseline")
+    baseline_status = data.get("baseline_status") or (baseline.get("status") if isinstance(baseline, Mapping)
+                                                       else None)
     return TestRecord(
         test_id=test_id, name=str(data.get("name") or test_id.split("::")[-1]),
         verdict=str(data.get("verdict") or "NONE").upper(),
         params=dict(data.get("params") or {}), extra=dict(data.get("extra") or {}), metrics=metrics,
-        baseline_status=str(baseline.get("status")) if isinstance(baseline, Mapping) and baseline.get("status")
-        else None,
+        baseline_status=str(baseline_status) if baseline_status else None,
         failures=tuple(str(f) for f in data.get("failures") or ()))
 
 

@@ -62,8 +62,8 @@ _COUNTS_AS = {PASS: PASS, STALE: PASS, NEW: NEW, FAIL: FAIL, MISSING_METRIC: FAI
               INCONCLUSIVE: INCONCLUSIVE}
 _SEVERITY = {NEW: 0, PASS: 1, INCONCLUSIVE: 2, FAIL: 3}
 
-#: The load at test start differs on every run; ``conditions_differ`` judges it with a margin instead.
-ENV_IGNORED = IGNORED | {"load_at_start"}
+#: The machine's load differs on every run; ``conditions_differ`` judges it with a margin instead.
+ENV_IGNORED = IGNORED | {"load_at_start", "load_other"}
 
 RESAVE_FIX = "delete it and re-save with --hwbench-save-baseline, or restore it from git"
 LOCK_TIMEOUT_S = 120.0
