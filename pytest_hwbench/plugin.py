@@ -128,15 +128,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Recorder:
+def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
+    from pytest_hwbench.measure.samplers.monitor import monitor_for
+
     session = get_session(request.config)
     item = request.node
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
+    recorder.monitor = monitor_for(session.recipe.resources,
+                                   lambda: session.services.sampling_pids(session.service_names(item)))
     item.stash[RECORDER_KEY] = recorder
-    return recorder
+    yield recorder
+    if recorder.monitor is not None:
+        recorder.monitor.close()
 
 
 @pytest.fixture(scope="session")
@@ -204,16 +210,34 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @contextlib.contextmanager
 def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
-    """One timed test at a time across xdist workers, unless --hwbench-allow-parallel."""
+    """One hwbench test at a time across xdist workers, unless --hwbench-allow-parallel. Held for the whole
+    protocol (set-up, call, teardown), so one worker's seeding, warm-up and cleanup of a shared service
+    neither overlap the other's timed window nor look like foreign data to its set-up."""
     workerinput = getattr(item.config, "workerinput", None)
-    if workerinput is None or session.options.allow_parallel:
+    if workerinput is None or session.options.allow_parallel or item.stash.get(LOCK_HELD, False):
         yield
         return
     from filelock import FileLock
 
     lock_path = Path(tempfile.gettempdir(), f"hwbench-{workerinput['testrunuid']}.lock")
     with FileLock(str(lock_path)):
-        yield
+        item.stash[LOCK_HELD] = True
+        try:
+            yield
+        finally:
+            item.stash[LOCK_HELD] = False
+
+
+LOCK_HELD = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is None or not uses_hwbench(item):
+        return (yield)
+    with _exclusive(item, session):
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -244,6 +268,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
             recorder.begin_trial(reps - 1)
             result = yield
             conditions["load_other"] = meter.external_fraction()
+            recorder.end_trial()
             verdict, payload = session.judge(item, recorder, conditions, look=0)
             # Saving a baseline spends the whole budget: a stored session is compared many times.
             saving = session.options.save_baseline
@@ -257,8 +282,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
                 conditions["load_other"] = meter.external_fraction()
+                recorder.end_trial()
                 verdict, payload = session.judge(item, recorder, conditions, look=look)
         except BaseException:
+            recorder.end_trial()
             if recorder.metrics:  # keep partial measurements of a test that crashed
                 _, payload = session.judge(item, recorder, conditions)
                 payload["verdict"] = "ERROR"

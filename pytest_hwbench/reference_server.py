@@ -75,6 +75,7 @@ import numpy as np
 from aiohttp import web
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.services.base import restore_default_signals
 from pytest_hwbench.workloads.loop import new_event_loop, precise_timers, sleep_until
 
 DEFAULT_MODEL = "hwbench-reference"
@@ -173,6 +174,8 @@ class ReferenceConfig:
     stall_s: float = 0.0
     seed: int = 0
     hang_s: float = 3600.0
+    cpu_ms_per_token: float = 0.0
+    leak_kb_per_request: int = 0
 
     def __post_init__(self) -> None:
         for name in ("ttft_ms", "itl_ms", "output_tokens"):
@@ -195,6 +198,9 @@ class ReferenceConfig:
                                     field="error_status", fix="use 4xx or 5xx")
         if self.stall_s < 0 or (self.stall_at_s is not None and self.stall_at_s < 0):
             raise HwbenchInputError("stall times must be >= 0", field="stall_s", fix="fix the sign")
+        if not math.isfinite(self.cpu_ms_per_token) or self.cpu_ms_per_token < 0 or self.leak_kb_per_request < 0:
+            raise HwbenchInputError("cpu_ms_per_token and leak_kb_per_request must be >= 0",
+                                    field="cpu_ms_per_token", fix="give 0 (off) or a positive number")
 
     def fault_table(self) -> list[tuple[str, float]]:
         table = [(k, float(p)) for k, p in self.faults if k != "error"]
@@ -212,6 +218,10 @@ class ReferenceConfig:
             argv += ["--fault", f"{kind}:{p!r}"]
         if self.stall_at_s is not None:
             argv += ["--stall-at-s", repr(self.stall_at_s), "--stall-s", repr(self.stall_s)]
+        if self.cpu_ms_per_token:
+            argv += ["--cpu-ms-per-token", repr(self.cpu_ms_per_token)]
+        if self.leak_kb_per_request:
+            argv += ["--leak-kb-per-request", str(self.leak_kb_per_request)]
         return argv
 
     def to_dict(self) -> dict[str, Any]:
@@ -252,6 +262,14 @@ class _Stats:
                 "inflight": self.inflight, "max_inflight": self.max_inflight, "queued": self.queued,
                 "max_queued": self.max_queued, "emission_lateness_ms": _summary_ms(self.lateness),
                 "queue_wait_ms": _summary_ms(self.queue_wait), "server_ttft_ms": _summary_ms(self.ttft)}
+
+
+def _burn_cpu(seconds: float) -> None:
+    """Keep this thread (the server's only one) busy for ``seconds``: work per token, as a real server spends
+    on each decode step, so the server saturates one core at a known load (``--cpu-ms-per-token``)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def _summary_ms(values: array) -> dict[str, float]:
@@ -325,6 +343,7 @@ class ReferenceServer:
         self._faults = self.config.fault_table()
         self._next_id = 0
         self._arrivals: dict[Any, int] = {}
+        self._leaked: list[bytes] = []  # --leak-kb-per-request: memory that is never given back
         self._listener: asyncio.AbstractServer | None = None
         self.base_url: str | None = None
 
@@ -416,6 +435,8 @@ class ReferenceServer:
             n, finish = max_tokens, "length"
         itl = cfg.itl_ms.sample(rng, n - 1) / 1e3
         ttft = cfg.ttft_ms.sample(rng) / 1e3
+        if cfg.leak_kb_per_request:
+            self._leaked.append(b"\x01" * (cfg.leak_kb_per_request * 1024))  # written, so it is resident
         if fault is not None:
             self.stats.faults[fault] = self.stats.faults.get(fault, 0) + 1
         return _Plan(fault=fault, ttft_s=ttft, n=n, itl_s=itl, prompt_tokens=prompt_tokens, finish=finish)
@@ -432,11 +453,13 @@ class ReferenceServer:
             d = self._adjust(d + gap)
             yield d
 
-    async def _at(self, deadline: float) -> float:
+    async def _at(self, deadline: float, tokens: int = 1) -> float:
         loop = asyncio.get_running_loop()
         await sleep_until(deadline, loop)
         now = loop.time()
         self.stats.lateness.append(now - deadline)
+        if self.config.cpu_ms_per_token:
+            _burn_cpu(self.config.cpu_ms_per_token * tokens / 1e3)
         return now
 
     @contextlib.asynccontextmanager
@@ -622,7 +645,7 @@ class ReferenceServer:
         async with self._slot(arrival) as start:
             deadlines = [self._adjust(start + plan.ttft_s)] if plan.fault == "empty" \
                 else list(self._deadlines(start, plan))
-            await self._at(deadlines[-1])
+            await self._at(deadlines[-1], tokens=max(n_out, 1))
         text = "".join(" " + _TOKEN_WORDS[i % len(_TOKEN_WORDS)] for i in range(n_out))
         usage = {"prompt_tokens": plan.prompt_tokens, "completion_tokens": n_out,
                  "total_tokens": plan.prompt_tokens + n_out}
@@ -760,6 +783,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stall this many seconds after the first request")
     p.add_argument("--stall-s", type=float, default=0.0, help="stall length in seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu-ms-per-token", type=float, default=0.0,
+                   help="CPU time burnt per emitted token, ms (saturates the server's one thread at "
+                        "concurrency ~ itl / cpu-ms-per-token)")
+    p.add_argument("--leak-kb-per-request", type=int, default=0,
+                   help="memory kept forever per request, KiB (a memory-growing server)")
     p.add_argument("--hang-s", type=float, default=3600.0, help="how long a 'hang' fault holds a request")
     p.add_argument("--no-precise-timers", action="store_true",
                    help="use the default event loop (millisecond timers) instead of select() + low slack")
@@ -778,7 +806,8 @@ def config_from_args(args: argparse.Namespace) -> ReferenceConfig:
     return ReferenceConfig(model=args.model, ttft_ms=Dist.parse(args.ttft_ms), itl_ms=Dist.parse(args.itl_ms),
                            output_tokens=Dist.parse(args.output_tokens), capacity=args.capacity,
                            error_rate=args.error_rate, error_status=args.error_status, faults=tuple(faults),
-                           stall_at_s=args.stall_at_s, stall_s=args.stall_s, seed=args.seed, hang_s=args.hang_s)
+                           stall_at_s=args.stall_at_s, stall_s=args.stall_s, seed=args.seed, hang_s=args.hang_s,
+                           cpu_ms_per_token=args.cpu_ms_per_token, leak_kb_per_request=args.leak_kb_per_request)
 
 
 async def _serve(config: ReferenceConfig, host: str, port: int) -> None:
@@ -856,7 +885,8 @@ class ReferenceServerProcess:
 
     def start(self) -> str:
         self._proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=self._log,
-                                      env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                                      env=os.environ | {"PYTHONUNBUFFERED": "1"},
+                                      preexec_fn=restore_default_signals)
         line: list[bytes] = []
         reader = threading.Thread(target=lambda: line.append(self._proc.stdout.readline()),  # type: ignore[union-attr]
                                   daemon=True)

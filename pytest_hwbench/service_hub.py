@@ -20,8 +20,9 @@ from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 WORKERINPUT_ENDPOINTS = "hwbench_endpoints"
 WORKERINPUT_ERRORS = "hwbench_service_errors"
 WORKERINPUT_FACTS = "hwbench_service_facts"
+WORKERINPUT_PIDS = "hwbench_service_pids"
 #: What of a service belongs in a baseline's environment: what an upgrade of the service changes.
-FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model")
+FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model", "server")
 
 
 def unavailable(reason: str) -> None:
@@ -43,6 +44,7 @@ class ServiceHub:
         self._handed: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_ENDPOINTS, {}))
         self._errors: dict[str, tuple[str, str]] = dict((workerinput or {}).get(WORKERINPUT_ERRORS, {}))
         self._facts: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_FACTS, {}))
+        self._pids: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_PIDS, {}))
         self._set: Any = None
         self._running: dict[str, Any] = {}
 
@@ -75,7 +77,21 @@ class ServiceHub:
     def workerinput(self) -> dict[str, Any]:
         """What a worker needs: endpoints (plain JSON, may hold credentials: in memory only) and errors."""
         return {WORKERINPUT_ENDPOINTS: {n: s.endpoint.to_dict() for n, s in self._running.items()},
-                WORKERINPUT_ERRORS: dict(self._errors), WORKERINPUT_FACTS: self.facts(self._running)}
+                WORKERINPUT_ERRORS: dict(self._errors), WORKERINPUT_FACTS: self.facts(self._running),
+                WORKERINPUT_PIDS: self.sampling_pids(self._running)}
+
+    def sampling_pids(self, names: Any) -> dict[str, dict[str, Any]]:
+        """Root pid of each named running service's processes, for resource sampling (see
+        ``measure.samplers.targets``); services whose processes are not visible here are left out."""
+        from pytest_hwbench.measure.samplers.targets import service_pid
+
+        out = {n: dict(self._pids[n]) for n in names if n in self._pids}
+        for name in names:
+            if name in self._running:
+                found = service_pid(self._running[name])
+                if found is not None:
+                    out[name] = found
+        return out
 
     def facts(self, names: Any) -> dict[str, dict[str, Any]]:
         """Version facts of the named services that run (image digest, binary version, model), for the

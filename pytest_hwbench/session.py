@@ -25,11 +25,13 @@ from pytest_hwbench import __version__
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
+from pytest_hwbench.measure.samplers.metrics import pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
 from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
 from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
+from pytest_hwbench.verdict.bottleneck import attribute_result
 from pytest_hwbench.verdict.result import TestResult
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
@@ -234,11 +236,24 @@ class HwbenchSession:
                                                 recorder.extra.get("tool_versions")), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
+        self._attribute(result, recorder)
         decide(result, require_baseline=self.require_baseline)
+        if result.verdict == "FAIL" and result.bottleneck is not None:
+            result.failures.append(result.bottleneck.line())  # why, for the engineer reading the failure
         payload = result.to_dict()
         payload["samples"] = {name: encode_samples(m.samples()) for name, m in recorder.metrics.items()
                               if m.trials}
         return result, payload
+
+    @staticmethod
+    def _attribute(result: TestResult, recorder: Recorder) -> None:
+        """Resource figures and the bottleneck attribution (``verdict.bottleneck``) of the measurement; a
+        client-bound attribution makes it invalid (never a PASS), unless the engine already said so."""
+        result.resources = resources_payload(recorder.monitor)
+        result.bottleneck = attribute_result({"resources": result.resources, "extra": result.extra,
+                                              "metrics": {n: m.to_dict() for n, m in result.metrics.items()}})
+        if not result.bottleneck.valid and not result.invalid:
+            result.invalid.append(result.bottleneck.line())
 
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
                           environment: dict[str, Any], look: int) -> Any:
@@ -277,6 +292,7 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Take one test's payload from its call report: keep it, append it, write its raw samples."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
+        samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
         payload = redact(payload, self.recipe.secret_values)

@@ -185,7 +185,13 @@ class ModelPoint:
 
 def model_size_gb(test: TestRecord) -> float | None:
     """A test's model size in GB, from ``hwbench.extra`` or the parameters: ``model_size_gb`` or
-    ``model_bytes`` (the convention LLM benchmarks follow; see the README's dashboard section)."""
+    ``model_bytes``, or ``extra["model"]["size_bytes"]`` as the GGUF benchmark (``benchmarks/test_gguf.py``)
+    writes it (see the README's dashboard section)."""
+    model = test.extra.get("model")
+    if isinstance(model, dict):
+        size = model.get("size_bytes")
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and math.isfinite(size) and size > 0:
+            return float(size) / 1e9
     for src in (test.extra, test.params):
         for key, scale in (("model_size_gb", 1.0), ("model_gb", 1.0), ("model_bytes", 1e-9),
                            ("model_size_bytes", 1e-9)):
@@ -193,6 +199,13 @@ def model_size_gb(test: TestRecord) -> float | None:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0:
                 return float(v) * scale
     return None
+
+
+def model_name(test: TestRecord) -> str:
+    model = test.extra.get("model")
+    if isinstance(model, dict):
+        return str(model.get("id") or model.get("name") or test.name)
+    return str(model or test.params.get("model") or test.name)
 
 
 def is_token_rate(name: str, unit: str) -> bool:
@@ -214,7 +227,7 @@ def model_points(sessions: Sequence[SessionRecord], host: str, metric: str | Non
                 if not series.values:
                     continue
                 med, ci = _median_ci([series])
-                model = str(t.extra.get("model") or t.params.get("model") or t.name)
+                model = model_name(t)
                 points.append(ModelPoint(model=model, size_gb=size, test_id=t.test_id, metric=name, median=med,
                                          ci=ci))
         if points:

@@ -34,3 +34,34 @@ def unavailable(reason: str) -> None:
     if os.environ.get("HWBENCH_FAIL_ON_UNAVAILABLE") == "1":
         pytest.fail(f"required for this test but not available: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# ------------------------------------------------------------------------------------------------- markers
+# Assigned here, by file and fixture, not in each test file: ``-m unit`` is the fast part (under a minute),
+# ``-m service`` starts real services (redis-server, PostgreSQL, Docker, MLflow, llama.cpp), ``-m slow``
+# runs whole pytest sessions (pytester, shipped recipes) or long measurements.
+
+#: Files whose tests start real services.
+SERVICE_FILES = frozenset({
+    "test_services_process.py", "test_services_docker.py", "test_services_llama.py", "test_plugin_services.py",
+    "test_redis_workload.py", "test_postgres_workload.py", "test_s3_workload.py", "test_vector_workload.py",
+    "test_mlflow.py", "test_secrets.py", "test_outcomes.py", "test_reference_server.py", "test_llm_benchmarks.py",
+})
+#: Files that are slow as a whole (long measurements, whole benchmark runs).
+SLOW_FILES = frozenset({"test_shipped_recipes.py", "test_engine_accuracy.py", "test_engine_multiproc.py",
+                        "test_readme.py", "test_knee_sweep.py"})
+#: Single tests that take seconds (several processes, long waits).
+SLOW_TESTS = frozenset({"test_port_registry_never_hands_out_a_port_twice_across_processes"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        if name in SLOW_FILES or item.name in SLOW_TESTS or item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.slow)
+        elif name in SERVICE_FILES:
+            item.add_marker(pytest.mark.service)
+        elif "pytester" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)  # a whole in-process pytest session per test
+        else:
+            item.add_marker(pytest.mark.unit)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_hwbench.errors import ServiceUnavailable
 from pytest_hwbench.recipe.model import ServiceSpec
+from pytest_hwbench.services.base import restore_default_signals
 from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,4 +98,5 @@ def child_script(body: str) -> str:
 
 def run_child(body: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", child_script(body), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=restore_default_signals)  # we may run as a background job

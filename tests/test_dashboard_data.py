@@ -97,6 +97,22 @@ def test_model_points(sessions: list[SessionRecord]) -> None:
     assert "tokens/s × model GB" in F.model_bandwidth_figure(points, "b1").layout.yaxis.title.text
 
 
+def test_model_points_from_the_gguf_benchmark(tmp_path: Path) -> None:
+    """``benchmarks/test_gguf.py`` stores the model as ``extra["model"]`` (a dict with size_bytes and id)."""
+    tests, extra = {}, {}
+    for mid, size in (("qwen-0.5b-q4", 4.0e8), ("llama-3b-q4", 2.0e9)):
+        tid = f"benchmarks/test_gguf.py::test_llama_bench[model={mid}]"
+        tests[tid] = {"pp_tok_s": metric([900.0, 910.0], "tok/s", "higher"),
+                      "tg_tok_s": metric([40.0 / size * 1e9, 41.0 / size * 1e9], "tok/s", "higher")}
+        extra[tid] = {"model": {"id": mid, "size_bytes": size, "name": mid, "parameters": None}}
+    write_run(tmp_path, host="h", testbed="t", tests=tests, extra=extra)
+    points = D.model_points(load_run_dirs([tmp_path]), "h")
+    assert [(p.metric, p.model, p.size_gb) for p in points] == [
+        ("pp_tok_s", "qwen-0.5b-q4", 0.4), ("pp_tok_s", "llama-3b-q4", 2.0),
+        ("tg_tok_s", "qwen-0.5b-q4", 0.4), ("tg_tok_s", "llama-3b-q4", 2.0)]
+    assert [round(p.gb_s, 1) for p in points if p.metric == "tg_tok_s"] == [40.5, 40.5]
+
+
 def test_trend_marks_env_changes_and_regressions(sessions: list[SessionRecord]) -> None:
     series = D.trend(sessions, COPY, "copy_gb_s")
     assert set(series) == {"a1", "a2"}

@@ -389,3 +389,19 @@ def test_coordinated_omission_hides_a_stall_from_latency_but_not_from_latency_fr
     assert np.percentile(e2el, 90) < 200
     assert np.percentile(lfi, 90) > 500
     assert res.self_check.queued_requests > 40 and not res.self_check.client_bound, res.self_check.to_dict()
+
+
+def test_stall_that_ends_in_timeouts_still_shows_in_the_tail():
+    # The same 1 s stall, but the client gives up after 0.5 s and may have 4 requests in flight: requests
+    # sent into the stall time out, the ones behind them queue for a slot. Failures stay in the latency
+    # distribution as censored values (time until they failed), so the stall shows from intended start.
+    cfg = ReferenceConfig(ttft_ms=20, itl_ms=5, output_tokens=8, stall_at_s=0.8, stall_s=1.0)
+    with ServerProcess(cfg) as srv, first_in_line(srv.pid), first_in_line():
+        client = OpenAIClientConfig(base_url=srv.base_url, model="hwbench-reference",
+                                    prompts=synthetic_prompts(16, 32), max_tokens=None, timeout_s=0.5)
+        res = run_load_sync(LoadSpec.open(50, kind="constant", duration_s=3.0, warmup_requests=5,
+                                          max_concurrency=4), client.open)
+    m = compute_llm_metrics(res.records)
+    assert m.counts["failed"] >= 4 and m.errors.get("timeout", 0) >= 4, m.errors
+    assert np.percentile(m.samples["latency_from_intended_ms"], 99) >= 900
+    assert m.samples["e2el_ms"].size == m.counts["attempted"]  # nothing dropped

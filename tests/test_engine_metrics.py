@@ -35,11 +35,11 @@ def test_every_metric_matches_the_pinned_definitions():
         rec(3, 120, [200], 300, intended=110, tokens_out=1, error=ErrorClass.STREAM_CLOSED),
     ]
     m = compute_llm_metrics(records)
-    assert m.samples["ttft_ms"].tolist() == [40, 20]
+    assert m.samples["ttft_ms"].tolist() == [40, 20, 80]  # the failed one did get its first token
     assert m.samples["itl_ms"].tolist() == [10, 15, 20]  # pooled gaps of successful requests
-    assert m.samples["e2el_ms"].tolist() == [70, 50]
+    assert m.samples["e2el_ms"].tolist() == [70, 50, 180]  # the failure stays in, censored at 180 ms
     assert m.samples["tpot_ms"].tolist() == pytest.approx([(70 - 40) / 2, (50 - 20) / 1])
-    assert m.samples["latency_from_intended_ms"].tolist() == [75, 55]
+    assert m.samples["latency_from_intended_ms"].tolist() == [75, 55, 190]
     # window: first measured send (100) -> last measured completion (300, the failed one counts) = 0.2 s
     assert m.window_s == pytest.approx(0.2)
     assert m.scalars["output_tok_s"] == pytest.approx(5 / 0.2)
@@ -82,12 +82,24 @@ def test_closed_loop_records_have_no_latency_from_intended_and_empty_runs_are_na
     assert empty.to_dict()["window_s"] is None
 
 
-def test_all_failed_run_reports_error_rate_one_and_no_samples():
+def test_all_failed_run_reports_error_rate_one_and_only_censored_latencies():
     records = [rec(i, i, [], i + 1, error=cls) for i, cls in enumerate(ERROR_CLASSES)]
     m = compute_llm_metrics(records)
     assert m.scalars["error_rate"] == 1.0 and m.scalars["req_s"] == 0.0
     assert set(m.errors) == set(ERROR_CLASSES)
-    assert np.all([v.size == 0 for v in m.samples.values()])
+    assert m.samples["e2el_ms"].tolist() == [1.0] * len(ERROR_CLASSES)  # time until each one failed
+    assert m.samples["ttft_ms"].tolist() == [1.0] * len(ERROR_CLASSES)
+    assert m.samples["tpot_ms"].size == m.samples["itl_ms"].size == 0
+
+
+def test_failures_are_censored_in_the_tail_never_faster_than_a_success():
+    records = [rec(i, 10 * i, [10 * i + 5], 10 * i + 8) for i in range(98)]
+    records.append(rec(98, 2000, [], 2000.2, error=ErrorClass.CONNECTION))  # refused in 0.2 ms
+    records.append(rec(99, 3000, [], 3500, error=ErrorClass.TIMEOUT))  # timed out after 500 ms
+    m = compute_llm_metrics(records)
+    e2el = m.samples["e2el_ms"]
+    assert e2el.size == 100 and e2el.min() == pytest.approx(8)  # the refused one ranks with the slowest
+    assert sorted(e2el)[-1] == pytest.approx(500) and np.percentile(e2el, 99) > 8
 
 
 def test_records_round_trip_through_plain_json_and_clock_shifts():

@@ -149,6 +149,7 @@ def test_cli_formats_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "not a run directory" in err and "Traceback" not in err
     assert main(["fleet", "--resolve", "5", str(tmp_path / "reports")]) == 2
+    assert main(["fleet", str(tmp_path / "reports"), "--fail-on-outlier", "-o", str(out)]) == 1
 
 
 def test_nan_free_json_for_degenerate_data(tmp_path: Path) -> None:

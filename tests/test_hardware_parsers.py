@@ -205,3 +205,16 @@ def test_runner_records_a_reproducible_command_and_kills_on_timeout(tmp_path: Pa
     with pytest.raises(ToolFailed, match="did not finish within 1s"):
         run_tool("py", [sys.executable, "-c", "import time; time.sleep(60)"], timeout=1)
     assert time.monotonic() - t0 < 30
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+
+def test_gpu_throttle_reasons_and_no_gpu_answers() -> None:
+    from pytest_hwbench.workloads.hardware.gpu import gpu_skip_reason, gpu_telemetry, throttle_names
+
+    assert throttle_names(0x4 | 0x40) == ["sw_power_cap", "hw_thermal_slowdown"]
+    assert throttle_names(0x1000) == ["0x1000"] and throttle_names(0) == []
+    if gpu_skip_reason():  # this machine has no GPU: telemetry is empty, never an exception
+        assert gpu_telemetry() == [] and gpu_skip_reason().startswith("no usable NVIDIA GPU: ")
+    else:
+        assert all("sm_clock_mhz" in g and "throttle_reasons" in g for g in gpu_telemetry())

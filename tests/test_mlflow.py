@@ -140,6 +140,8 @@ def logged(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tupl
         _result(3, "NO_BASELINE", name=f"test_secret[{SECRET}]",
                 params={"api_key": f"Bearer {SECRET}", SECRET: "as a key", "bad key:{x}": 1}),
     ]
+    results[1]["bottleneck"] = {"cause": "server CPU-bound", "evidence": ["the server's busiest thread demanded "
+                                "99% of a core"], "next_action": "give it more cores", "valid": True, "also": []}
     results[2]["metrics"][f"lat_{SECRET}"] = {"unit": "ms", "better": "lower", "summary": _summary(5.0),
                                               "trial_values": []}
     outcome = log_session(mlflow_server, "hwbench-test", _manifest(run_id), results, files,
@@ -197,6 +199,8 @@ def test_child_runs(logged) -> None:
     second = client.get_run(outcome.child_run_ids[1]).data.tags
     assert second["hwbench.verdict"] == "FAIL" and second["hwbench.slo"] == "FAIL"
     assert second["hwbench.baseline"] == "NONE"
+    assert second["hwbench.bottleneck"] == "server CPU-bound"  # the attribution, filterable across sessions
+    assert json.loads(second["hwbench.bottleneck.detail"])["evidence"][0].endswith("99% of a core")
 
     # searchable by test id across sessions: the point of one child run per test
     hits = client.search_runs([exp.experiment_id],

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pytest_hwbench.services.base import restore_default_signals
 from tests.service_helpers import need_binary, need_postgres, need_redis_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +118,8 @@ def test_sigint_under_xdist_leaves_no_service_behind(pytester: pytest.Pytester) 
     before = redis_pids()
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-n", "2", "--recipe", "redis.yaml",
                              "--no-hwbench-mlflow", "-p", "no:cacheprovider"], cwd=pytester.path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=restore_default_signals)  # this process may ignore SIGINT (bg job)
     try:
         deadline = time.monotonic() + 60
         log_dir = None

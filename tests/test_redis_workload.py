@@ -52,7 +52,7 @@ def test_metrics_count_operations_weight_pipelined_latency_and_skip_warmup() -> 
         rec(0, 0, 10_000, warmup=True),                                     # ignored
         rec(1, 1_000_000, 1_100_000, n=4, bytes_out=40, bytes_in=400),     # pipeline of 4 GETs, 100 us
         rec(2, 1_000_000, 1_300_000, op="set", n=1, bytes_out=74),          # 300 us
-        rec(3, 1_500_000, 2_000_000, op="set", error=ErrorClass.TIMEOUT),   # failed, no latency sample
+        rec(3, 1_500_000, 2_000_000, op="set", error=ErrorClass.TIMEOUT),   # failed: censored at 500 us
     ]
     m = compute_kv_metrics(records)
     assert m.window_s == pytest.approx(1e-3)  # first measured send (1.0 ms) -> last completion (2.0 ms)
@@ -61,7 +61,8 @@ def test_metrics_count_operations_weight_pipelined_latency_and_skip_warmup() -> 
     assert m.scalars["ops_s"] == pytest.approx(5 / 1e-3)
     assert m.scalars["error_rate"] == pytest.approx(1 / 6)
     assert m.scalars["bytes_s"] == pytest.approx((40 + 400 + 74) / 1e-3)
-    assert sorted(m.samples["latency_us"].tolist()) == [100.0] * 4 + [300.0]
+    assert sorted(m.samples["latency_us"].tolist()) == [100.0] * 4 + [300.0, 500.0]
+    assert sorted(m.samples["latency_us_set"].tolist()) == [300.0, 500.0]
     assert m.samples["latency_us_get"].tolist() == [100.0] * 4
     assert m.per_op["set"]["attempted"] == 2 and m.per_op["set"]["failed"] == 1
     assert m.scalars["ops_s_get"] == pytest.approx(4 / 1e-3) and m.errors == {ErrorClass.TIMEOUT: 1}
@@ -74,7 +75,8 @@ def test_metrics_of_partly_failed_pipeline_and_engine_made_records() -> None:
     m = compute_kv_metrics([mixed, crashed])
     assert m.counts["attempted_ops"] == 5 and m.counts["failed_ops"] == 2 and m.counts["succeeded_ops"] == 3
     assert m.per_op["unknown"]["failed"] == 1 and m.counts["bytes"] == 40  # the 3 GETs did move bytes
-    assert m.samples["latency_us"].size == 0  # a request with any failure gives no latency sample
+    # failed operations stay in as censored values (time until their request failed)
+    assert sorted(m.samples["latency_us"].tolist()) == [1.0, 2.0]
 
 
 def test_sql_metrics_count_serialization_failures() -> None:

@@ -28,7 +28,7 @@ HOSTILE_RECIPES = {
     "alias bomb": (_BOMB, "alias bomb"),
     "recursive mapping": ("version: 1\nsettings: &a {x: *a}\n", "recursive alias"),
     "recursive list": ("version: 1\nsettings: {x: &a [*a]}\n", "recursive alias"),
-    "deep lists": ("version: 1\nsettings: {x: " + "[" * 3000 + "]" * 3000 + "}\n", "nesting deeper"),
+    "deep lists": ("version: 1\nsettings: {x: " + "[" * 400 + "]" * 400 + "}\n", "nesting deeper"),
     "deep mappings": ("version: 1\nsettings: " + "{a: " * 2000 + "1" + "}" * 2000 + "\n", "nesting deeper"),
     "huge integer": ("version: 1\nrepetitions: " + "9" * 5000 + "\n", "invalid value"),
     "10**30 repetitions": ("version: 1\nrepetitions: " + "1" + "0" * 30 + "\n", "more than the maximum"),

@@ -256,7 +256,7 @@ def test_bucket_deleted_mid_run_is_classified_and_cleanup_survives(moto: Endpoin
     assert {r.error for r in recs[10:]} == {ErrorClass.HTTP_4XX}
     assert all(r.status == 404 and r.error_detail.startswith("NoSuchBucket") for r in recs[10:])
     m = compute_s3_metrics(recs)
-    assert m.error_rate == 0.5 and m.errors == {"http_4xx": 10} and m.put_latency_ms.size == 10
+    assert m.error_rate == 0.5 and m.errors == {"http_4xx": 10} and m.put_latency_ms.size == 20  # censored
     report = guard.cleanup()  # never raises
     assert not report["bucket_deleted"] and any("NoSuchBucket" in p for p in report["problems"])
 
@@ -301,7 +301,7 @@ def test_server_restarted_mid_run_keeps_partial_results(tmp_path: Path) -> None:
         assert {r.error for r in recs[8:16]} == {ErrorClass.CONNECTION}
         assert {r.error for r in recs[16:]} == {ErrorClass.HTTP_4XX}  # NoSuchBucket on the fresh server
         m = compute_s3_metrics(recs)
-        assert m.succeeded == 8 and m.put_latency_ms.size == 8 and m.errors == {"http_4xx": 8, "connection": 8}
+        assert m.succeeded == 8 and m.put_latency_ms.size == 24 and m.errors == {"http_4xx": 8, "connection": 8}
         assert guard.cleanup()["problems"]
     finally:
         first.stop()

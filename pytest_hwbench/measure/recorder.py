@@ -7,17 +7,21 @@ the recorder files the values under the current trial. Values are kept as float6
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import Better, Metric, MetricResult, infer_better
 from pytest_hwbench.measure.microbench import run_rounds
+
+if TYPE_CHECKING:
+    from pytest_hwbench.measure.samplers.monitor import ResourceMonitor
 
 T = TypeVar("T")
 
@@ -77,12 +81,38 @@ class Recorder:
         self.is_warmup = False
         self.extra: dict[str, Any] = {}
         self.invalid: list[str] = []
+        #: Resource sampling (``measure.samplers``), set by the plugin; None when disabled.
+        self.monitor: ResourceMonitor | None = None
 
     # -- trial bookkeeping (called by the plugin) ------------------------------------------------------
     def begin_trial(self, index: int, *, warmup: bool = False) -> None:
-        """Route following records to trial ``index``, or discard them when ``warmup``."""
+        """Route following records to trial ``index``, or discard them when ``warmup``; measured trials
+        start resource sampling (ended by :meth:`end_trial` or the next ``begin_trial``)."""
+        self.end_trial()
         self.trial = -1 if warmup else index
         self.is_warmup = warmup
+        if self.monitor is not None and not warmup:
+            self.monitor.begin_trial()
+
+    def end_trial(self) -> None:
+        """Stop the trial's resource sampling and record its resource metrics into the trial."""
+        timeline = self.monitor.end_trial() if self.monitor is not None else None
+        if timeline is not None and not self.is_warmup:
+            from pytest_hwbench.measure.samplers.metrics import trial_metrics
+
+            for d, values in trial_metrics(timeline):
+                self.record(d.name, values, unit=d.unit, better=d.better)  # type: ignore[arg-type]
+
+    def measured_window(self) -> contextlib.AbstractContextManager[None]:
+        """``with hwbench.measured_window():`` around the measured phase of a trial (not seeding, not
+        warm-up requests): resource figures then cover only that block."""
+        return self.monitor.window() if self.monitor is not None else contextlib.nullcontext()
+
+    def mark_measured(self, start_ns: int, end_ns: int) -> None:
+        """Mark ``[start_ns, end_ns]`` (``time.perf_counter_ns`` instants) as this trial's measured phase,
+        after the fact (the load engine does this with its first measured send and last answer)."""
+        if self.monitor is not None:
+            self.monitor.mark(start_ns, end_ns)
 
     @property
     def trial_count(self) -> int:

@@ -26,6 +26,7 @@ from pytest_hwbench.recipe.model import (
     MlflowSettings,
     ModelSettings,
     Recipe,
+    ResourceSettings,
     ServiceSpec,
 )
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
@@ -164,6 +165,8 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
         kwargs["mlflow"] = MlflowSettings(**clean["mlflow"])
     if "hardware" in clean:
         kwargs["hardware"] = hardware_settings(clean["hardware"])
+    if "resources" in clean:
+        kwargs["resources"] = ResourceSettings(**clean["resources"])
     return Recipe(
         path=source,
         name=clean.get("name") or Path(source).stem,

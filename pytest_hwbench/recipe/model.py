@@ -80,6 +80,15 @@ class MlflowSettings:
 
 
 @dataclass(frozen=True)
+class ResourceSettings:
+    """Resource sampling during measured trials (``measure.samplers``): on/off, tick interval, GPUs."""
+
+    enabled: bool = True
+    interval_ms: int = 200
+    gpu: bool = True
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     """``hardware.models``: where GGUF models are searched and which are benchmarked (workloads/hardware/models.py)."""
 
@@ -128,6 +137,7 @@ class Recipe:
     baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
+    resources: ResourceSettings = field(default_factory=ResourceSettings)
     settings: dict[str, Any] = field(default_factory=dict)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     secret_values: frozenset[str] = frozenset()

@@ -627,6 +627,8 @@ MLFLOW: Final = Record({
     "probe_retries": Int(min=0),
 })
 
+RESOURCES: Final = Record({"enabled": Bool(), "interval_ms": Int(min=50), "gpu": Bool()})
+
 _PATHS = ListOf(Str(nonempty=True), single=True)
 HARDWARE: Final = Record({
     "models": Record({"dirs": _PATHS, "ollama": Bool(), "huggingface": Bool(), "select": _PATHS,
@@ -656,6 +658,7 @@ RECIPE: Final = Record({
     "baseline": BASELINE,
     "services": MapOf(SERVICE, what="a mapping of service name to {kind, backend, ...}"),
     "mlflow": MLFLOW,
+    "resources": RESOURCES,
     "settings": Settings(),
     "hardware": HARDWARE,
 }, required=("version",), what="a mapping", required_fix={"version": "add 'version: 1' as the first line"})

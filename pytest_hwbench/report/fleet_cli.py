@@ -35,6 +35,8 @@ def add_fleet_parser(sub: argparse._SubParsersAction) -> None:
                    help="smallest difference between machines worth finding, as a fraction (default 0.02)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--fail-on-outlier", action="store_true",
+                   help="exit status 1 when a machine is found slower than the rest (for a CI job)")
     p.set_defaults(func=run_fleet)
 
 
@@ -68,7 +70,8 @@ def run_fleet(args: argparse.Namespace) -> int:
               f"-> {args.output}")
     else:
         sys.stdout.write(text)
-    return 0
+    slower = [c for c in comparisons if c.outlier and c.outlier.direction == "slower"]
+    return 1 if args.fail_on_outlier and slower else 0
 
 
 def add_mlflow_parser(sub: argparse._SubParsersAction) -> None:

@@ -20,6 +20,7 @@ crash; a file that is not JSON is reported with its path.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import math
@@ -284,9 +285,10 @@ def load_mlflow(uri: str, experiment: str = "hwbench", *, testbed: str | None = 
             clauses.append(f"tags.testbed = '{_quote(testbed)}'")
         if host:
             clauses.append(f"tags.host = '{_quote(host)}'")
-        sessions = []
-        for run in _parent_runs(client, [exp.experiment_id], " and ".join(clauses), max_sessions):
-            sessions.append(_session_from_mlflow(client, uri, run, cache))
+        runs = list(_parent_runs(client, [exp.experiment_id], " and ".join(clauses), max_sessions))
+        # two small downloads per new session, latency-bound: a few in flight (cached ones cost nothing)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            sessions = list(pool.map(lambda run: _session_from_mlflow(client, uri, run, cache), runs))
     return sorted(sessions, key=lambda s: (s.started_at or 0, s.run_id))
 
 

@@ -516,6 +516,9 @@ def _child_entities(result: Mapping[str, Any], manifest: Mapping[str, Any], pare
     for key, value in tags.items():
         if value is not None:
             ent.tag(key, value)
+    if result.get("bottleneck"):
+        ent.tag("hwbench.bottleneck", result["bottleneck"].get("cause"))
+        ent.tag("hwbench.bottleneck.detail", json.dumps(result["bottleneck"], sort_keys=True, default=str))
     if result.get("slo"):
         ent.tag("hwbench.slo.detail", json.dumps(result["slo"], sort_keys=True, default=str))
     if result.get("baseline"):

@@ -41,6 +41,7 @@ def point_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 def analyze_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One analysis per sweep found in ``results`` (results.json's ``tests``)."""
+    from pytest_hwbench.verdict.bottleneck import attribute_sweep
     from pytest_hwbench.verdict.knee import analyze_sweep
 
     groups: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
@@ -69,7 +70,10 @@ def analyze_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "latency_metric": f"{lat}.p99" if lat else None,
                     "points": [{"load": load, tput: p.get(tput), "slo_ok": bool(p["_slo_ok"])}
                                for load, p in zip(loads, points, strict=True)],
-                    **analysis.to_dict()})
+                    **analysis.to_dict(),
+                    "bottlenecks": attribute_sweep(loads, [r for _, r in members], throughput=tput,
+                                                   latency=f"{lat}.p99" if lat else None,
+                                                   knee_load=analysis.throughput_knee.load)})
     return out
 
 

@@ -22,8 +22,13 @@ def fmt(value: float | None) -> str:
 
 def metric_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(metric, median unit, CI, p99) for each metric of one result."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
     rows = []
+    named = {slo.get("metric") for slo in result.get("slo") or []}
     for name, m in result.get("metrics", {}).items():
+        if is_resource_metric(name) and name not in named:
+            continue  # resource figures: in results.json, and here only when an SLO names them
         s = m["summary"]
         ci = (s.get("ci") or {}).get("p50")
         ci_text = f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""
@@ -65,12 +70,23 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
         tr.write_line("")
         for _, text in notes:
             tr.write_line(f"WARN {text}", yellow=True)
+    failing = [r for r in results if r.get("verdict") in ("FAIL", "ERROR") and r.get("bottleneck")]
+    if failing:
+        from pytest_hwbench.verdict.bottleneck import Attribution
+
+        tr.write_line("")
+        for r in failing:
+            tr.write_line(f"{r.get('name', r['test_id'])}: {Attribution.from_dict(r['bottleneck']).line()}")
     if hw.sweeps:
         from pytest_hwbench.report.sweeps import describe
 
         tr.write_line("")
         for sweep in hw.sweeps:
             tr.write_line(f"sweep {describe(sweep)}")
+            for point in sweep.get("bottlenecks") or []:
+                if point.get("past_knee"):
+                    tr.write_line(f"  {sweep['load_param']}={point['load']:g}: bottleneck {point['cause']}"
+                                  + (f" — {'; '.join(point['evidence'])}" if point.get("evidence") else ""))
     reasons: dict[str, int] = {}
     for r in results:
         if r.get("verdict") == "SKIP":

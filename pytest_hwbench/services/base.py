@@ -169,3 +169,18 @@ class StartContext:
 def now_s() -> float:
     """Monotonic seconds; every duration reported here comes from ``perf_counter`` (DESIGN.md clocks)."""
     return time.perf_counter()
+
+
+#: Signals a child must not inherit as ignored: a test process started in the background (``cmd &`` in a
+#: non-interactive shell) ignores SIGINT, and its children would then survive Ctrl-C and CI cancellation.
+RESTORED_SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGPIPE")
+
+
+def restore_default_signals() -> None:
+    """``preexec_fn`` for every child process: default disposition for the signals that stop it."""
+    import signal
+
+    for name in RESTORED_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_DFL)

@@ -71,6 +71,11 @@ def start_external(kind: ServiceKind, *, name: str, settings: dict[str, Any], ru
                             "startup_s": round(now_s() - t0, 4), **ctx.info}
     svc = ExternalService(name=name, kind=kind.name, endpoint=endpoint, info=info, probe=probe, log_path=None)
     info.update(kind.after_ready(ctx, endpoint))
+    from pytest_hwbench.services.self_description import describe_server
+
+    server = describe_server(kind.name, url)  # an upgrade behind the same URL shows in the env diff
+    if server:
+        info["server"] = server
     return svc
 
 

@@ -24,7 +24,13 @@ import psutil
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.report.redact import mask_argv
-from pytest_hwbench.services.base import ServiceStartError, StartContext, hint_for, now_s
+from pytest_hwbench.services.base import (
+    ServiceStartError,
+    StartContext,
+    hint_for,
+    now_s,
+    restore_default_signals,
+)
 from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
 from pytest_hwbench.services.probes import Probe
 from pytest_hwbench.services.running import RunningService, wait_ready
@@ -101,7 +107,7 @@ def start_process(kind: ServiceKind, *, name: str, settings: dict[str, Any], run
         raise ServiceUnavailable(
             f"service {name!r}: the {kind.name} binary {wanted!r} was not found "
             f"({'not an executable file' if wanted and os.sep in str(wanted) else 'not on PATH'}); "
-            f"install it, or set services.{name}.binary to its path")
+            f"{kind.install_hint or 'install it'}, or set services.{name}.binary to its path")
     fixed_port = settings.get("port")
     if fixed_port is not None and not isinstance(fixed_port, int):
         raise HwbenchInputError(f"port must be an integer, got {fixed_port!r}", file=source,
@@ -180,7 +186,8 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
                 user_kw = {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": []}
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        env=env, cwd=work_dir, start_new_session=True, **user_kw)
+                                        env=env, cwd=work_dir, start_new_session=True,
+                                        preexec_fn=restore_default_signals, **user_kw)
             except OSError as err:
                 raise ServiceStartError(name, f"could not execute {binary}: {err}", hint=hint_for(str(err)),
                                         log_path=str(log_path)) from err

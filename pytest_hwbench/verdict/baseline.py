@@ -242,8 +242,7 @@ class BaselineStore:
                     if isinstance(entries, HwbenchInputError):
                         continue
                     for entry in entries.values():
-                        for name in entry.metrics:
-                            parts.append(series_noise(entry.trial_values(name)))
+                        parts.append(test_noise(entry))
             self._noise = pool_noise(parts)
         return self._noise
 
@@ -405,6 +404,19 @@ class BaselineStore:
                                metrics=metrics, commit=entry.get("commit"), run_id=entry.get("run_id"))
 
 
+def test_noise(entry: BaselineEntry) -> SessionNoise:
+    """The session noise one test's history shows: the mean over its metrics of their between-session
+    variance, with the degrees of freedom of ONE series (K - 1). A test's metrics shift together (a busy
+    session slows TTFT, latency and throughput alike), so counting each metric as independent evidence
+    would make a 3-session history look calibrated when it is not."""
+    parts = [series_noise(entry.trial_values(name)) for name in entry.metrics]
+    parts = [p for p in parts if p.df]
+    if not parts:
+        return SessionNoise()
+    return SessionNoise(between_var=sum(p.between_var for p in parts) / len(parts),
+                        df=max(p.df for p in parts), series=1)
+
+
 def _as_history(entry: dict[str, Any]) -> dict[str, Any]:
     """A stored test entry as ``{"sessions": [...]}``: schema-1 entries are one session."""
     return entry if "sessions" in entry else {"sessions": [entry]}
@@ -428,6 +440,12 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
     order (recorded, then missing). Status: FAIL > INCONCLUSIVE > PASS over the metrics (STALE counts as
     PASS, MISSING_METRIC as FAIL), or NEW when nothing could be compared: "nothing compared" must not read
     as a pass."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+
+    def gated(name: str) -> bool:  # resource metrics are evidence; compared only when the recipe lists them
+        return not is_resource_metric(name) or name in policy.metrics
+
+    current = {name: result for name, result in current.items() if gated(name)}
     comparisons: list[Comparison] = []
     for name in sorted(current):
         result = current[name]
@@ -451,7 +469,7 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
             continue
         comparisons.append(compare_metric(name, sessions, result.trial_values, settings, better=result.better,
                                           unit=result.unit, noise=noise, inconclusive_policy=incon))
-    for name in sorted(set(entry.metrics) - set(current)):
+    for name in sorted(n for n in set(entry.metrics) - set(current) if gated(n)):
         stored = entry.metrics[name]
         comparisons.append(Comparison(
             metric=name, status=MISSING_METRIC, unit=stored.unit, better=stored.better,

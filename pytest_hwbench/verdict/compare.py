@@ -363,9 +363,14 @@ def _advice(st: Stats, s: CompareSettings, lower: bool, noise: SessionNoise, tau
                 f"to tell a {2 * s.tolerance * 100:g}% change apart: save more sessions (baseline.sessions), "
                 f"quiet the machine, or raise the tolerance{more}")
     room = target - session_part
-    need = math.ceil(within / max(room - within / max(st.k, 1) / max(st.n, 1), 1e-12)) if within > 0 else st.n
-    return f"about {max(need, st.n + 1)} trials in this session would make it decisive (budget: baseline.reruns, " \
-           "baseline.max_seconds)"
+    per_trial = within  # each extra trial of this session shrinks within * (1/n) only
+    need = math.ceil(per_trial / max(room - within * (1 / max(st.k, 1)) / max(st.n, 1), 1e-12)) if within else st.n
+    if need > 10 * max(st.n, 1):
+        return (f"the trial-to-trial noise ({math.expm1(math.sqrt(within)) * 100:.0f}%) is too large for this "
+                "tolerance: more trials would not make it decisive soon; measure more samples per trial, "
+                "quiet the machine, or raise the tolerance")
+    return (f"about {max(need, st.n + 1)} trials in this session would make it decisive (budget: "
+            "baseline.reruns, baseline.max_seconds)")
 
 
 def _compare_by_sign(cur: list[float], base: list[float], tol_text: str, common: dict[str, Any]) -> Comparison:

@@ -19,6 +19,7 @@ they were saved; then the run-condition differences and the environment diff.
 
 from __future__ import annotations
 
+from pytest_hwbench.measure.samplers.metrics import is_resource_metric
 from pytest_hwbench.verdict.compare import FAIL, INCONCLUSIVE, STALE
 from pytest_hwbench.verdict.envdiff import format_env_diff
 from pytest_hwbench.verdict.result import BaselineComparison, TestResult
@@ -31,7 +32,7 @@ def decide(result: TestResult, *, require_baseline: bool = False, baseline_dir: 
     validity. Pure: reads only ``result``; returns it for chaining."""
     result.verdict, result.failures, result.warnings = "PASS", [], []
     name = result.name
-    if not result.metrics:
+    if not any(not is_resource_metric(n) for n in result.metrics):  # resource figures alone are not a result
         result.fail(f"{name}: the test requested the hwbench fixture but recorded no metric "
                     "(call hwbench.record(...) or use hwbench.timer(...))")
     for slo in result.slo:

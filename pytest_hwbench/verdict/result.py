@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_hwbench.measure.metric import MetricResult
+from pytest_hwbench.verdict.bottleneck import Attribution
 from pytest_hwbench.verdict.compare import Comparison
 from pytest_hwbench.verdict.envdiff import ABSENT, EnvChange, format_env_diff
 
@@ -167,6 +168,10 @@ class TestResult:
     extra: dict[str, Any] = field(default_factory=dict)
     service_facts: dict[str, Any] | None = None
     worker: str = "main"
+    #: Resource sampling summary (``measure.samplers.metrics.resources_payload``) and the bottleneck
+    #: attribution it supports (``verdict.bottleneck``); None when sampling is off.
+    resources: dict[str, Any] | None = None
+    bottleneck: Attribution | None = None
 
     def fail(self, text: str) -> None:
         self.verdict = "FAIL"
@@ -190,7 +195,8 @@ class TestResult:
                 "failures": list(self.failures), "warnings": list(self.warnings),
                 "invalid": bool(self.invalid), "invalid_reasons": list(self.invalid),
                 "conditions": self.conditions, "extra": self.extra, "service_facts": self.service_facts,
-                "worker": self.worker}
+                "worker": self.worker, "resources": self.resources,
+                "bottleneck": None if self.bottleneck is None else self.bottleneck.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TestResult:
@@ -204,7 +210,9 @@ class TestResult:
                    failures=list(d.get("failures") or []), warnings=list(d.get("warnings") or []),
                    trials=int(d.get("trials") or 0), invalid=list(d.get("invalid_reasons") or []),
                    conditions=d.get("conditions") or {}, extra=d.get("extra") or {},
-                   service_facts=d.get("service_facts"), worker=d.get("worker", "main"))
+                   service_facts=d.get("service_facts"), worker=d.get("worker", "main"),
+                   resources=d.get("resources"),
+                   bottleneck=Attribution.from_dict(d["bottleneck"]) if d.get("bottleneck") else None)
 
 
 def _num(v: Any) -> Any:

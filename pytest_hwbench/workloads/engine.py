@@ -647,8 +647,19 @@ async def run_load(spec: LoadSpec, send: SendFn) -> RunResult:
                              spec.limits, 1,
                              wait_fraction=[None if out.wait_s is None else out.wait_s / wall_s],
                              machine=machine_load(out.runnable, stat0, cpu_times()))
-    return RunResult(spec=spec, records=out.records, start_ns=out.start_ns, end_ns=out.end_ns,
-                     start_wall_ns=wall, self_check=check, workers=1)
+    return _mark_measured(RunResult(spec=spec, records=out.records, start_ns=out.start_ns, end_ns=out.end_ns,
+                                    start_wall_ns=wall, self_check=check, workers=1))
+
+
+def _mark_measured(result: RunResult) -> RunResult:
+    """Tell the resource sampler of the current trial (if any) which span was measured: first measured send
+    to last answer, so warm-up requests and seeding around the run stay out of the resource figures."""
+    from pytest_hwbench.measure.samplers.monitor import mark_active
+
+    sent = [r for r in result.records if not r.warmup and r.send_ns]
+    if sent:
+        mark_active(min(r.send_ns for r in sent), max(max(r.end_ns, r.send_ns) for r in sent))
+    return result
 
 
 async def run_with_client(spec: LoadSpec, client_factory: ClientFactory) -> RunResult:
@@ -671,8 +682,8 @@ def run_load_sync(spec: LoadSpec, client_factory: ClientFactory, *, workers: int
     if workers > 1:
         from pytest_hwbench.workloads.multiproc import run_multiprocess
 
-        return run_multiprocess(spec, client_factory, workers=workers, precise=precise,
-                                start_timeout_s=start_timeout_s)
+        return _mark_measured(run_multiprocess(spec, client_factory, workers=workers, precise=precise,
+                                               start_timeout_s=start_timeout_s))
     loop = new_event_loop(precise, resolve_event_loop(spec.event_loop, spec.mode))
     try:
         with precise_timers() if precise else contextlib.nullcontext(), frozen_heap():

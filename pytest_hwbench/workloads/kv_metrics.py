@@ -13,10 +13,11 @@ Definitions (intervals from ``perf_counter_ns``; *measured* = not warm-up; DESIG
 
 * Window — first measured send → last measured completion (failed requests included).
 * ``<throughput>`` (``ops_s``, or ``tps`` for a transaction workload) = succeeded operations / window.
-* ``latency_us`` — send → last byte of the request's last reply, one sample per *succeeded operation*: the
-  commands of a pipeline all complete when its replies arrive, so each gets the pipeline's latency
-  (``redis-benchmark`` counts pipelined latency the same way). Failed operations have no latency sample;
-  they are counted in ``error_rate``.
+* ``latency_us`` — send → last byte of the request's last reply, one sample per operation: the commands of
+  a pipeline all complete when its replies arrive, so each gets the pipeline's latency (``redis-benchmark``
+  counts pipelined latency the same way). A failed or timed-out operation stays in as a *censored* value:
+  the time until its request failed, but never less than the slowest success (``records.censored_ms``), so
+  a stall that ends in timeouts shows in the tail; it is also counted in ``error_rate``.
 * ``bytes_s`` = payload bytes moved by succeeded requests / window: keys and values sent plus values
   received (protocol framing excluded, so the figure does not depend on the wire protocol).
 * ``rows_s`` = rows returned or affected / window; ``qps`` = SQL statements / window (BEGIN/COMMIT excluded).
@@ -256,6 +257,7 @@ def compute_kv_metrics(records: Iterable[RequestRecord], *, throughput: str = "o
     lat_parts: dict[str, list[np.ndarray]] = {}
     lat_all: list[int] = []
     lat_weights: list[int] = []
+    censored: list[tuple[str, int, int]] = []  # (op, failed operations, ns until the request failed)
     errors: dict[str, int] = {}
     sqlstates: dict[str, int] = {}
     details: list[str] = []
@@ -286,13 +288,16 @@ def compute_kv_metrics(records: Iterable[RequestRecord], *, throughput: str = "o
             rows += getattr(r, "rows", 0)
             statements += getattr(r, "statements", 0)
             misses += getattr(r, "misses", 0)
+        lat = r.end_ns - r.send_ns
         if r.error is None:
-            lat = r.end_ns - r.send_ns
             n_ok = sum(counts.values())
             lat_all.append(lat)
             lat_weights.append(n_ok)
             for op, n in counts.items():
                 lat_parts.setdefault(op, []).append(np.full(n, lat, dtype=np.int64))
+        else:
+            for op, n in (bad or counts).items():
+                censored.append((op, n, max(lat, 0)))
 
     window_ns = (max(r.end_ns for r in measured) - min(r.send_ns for r in measured)) if measured else 0
     window_s = window_ns / 1e9 if window_ns > 0 else math.nan
@@ -300,6 +305,11 @@ def compute_kv_metrics(records: Iterable[RequestRecord], *, throughput: str = "o
     def rate(x: float) -> float:
         return x / window_s if math.isfinite(window_s) else math.nan
 
+    floor = max(lat_all, default=0)
+    for op, n, ns in censored:  # failures in the tail, never faster than the slowest success
+        lat_all.append(max(ns, floor))
+        lat_weights.append(n)
+        lat_parts.setdefault(op, []).append(np.full(n, max(ns, floor), dtype=np.int64))
     latency = (np.repeat(np.asarray(lat_all, dtype=np.float64), lat_weights) / 1e3) if lat_all else np.zeros(0)
     samples: dict[str, np.ndarray] = {"latency_us": latency}
     total_attempted = sum(attempted.values())

@@ -15,10 +15,12 @@ Definitions (all intervals from ``perf_counter_ns``; *measured* = not warm-up):
   ``req_s`` = successful requests / window, ``goodput_req_s`` = requests meeting every per-request SLO /
   window, ``error_rate`` = failed / attempted (timeouts count as failed).
 
-Latency-type samples and token sums come from *successful* measured requests: a failed request has no
-meaningful TTFT or token count, and it is already counted where it belongs, in ``error_rate``. When any
-counted request's token count was estimated (no usage report from the server), the metrics derived from it
-are listed in ``estimated``.
+Failures count: a failed or timed-out request stays in ``ttft_ms`` (when no first token came),
+``e2el_ms`` and ``latency_from_intended_ms`` as a *censored* value — the time until it failed, but never less
+than the slowest success (``records.censored_ms``) — so a stall that ends in timeouts shows in the tail.
+``tpot_ms``, ``itl_ms`` and token sums come from successful requests only (a failure has no token timing).
+When any counted request's token count was estimated (no usage report from the server), the metrics
+derived from it are listed in ``estimated``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
-from pytest_hwbench.workloads.records import ERROR_CLASSES, RequestRecord
+from pytest_hwbench.workloads.records import ERROR_CLASSES, RequestRecord, censored_ms
 
 #: Sample metrics: name → unit (all "lower is better").
 SAMPLE_METRICS: dict[str, str] = {
@@ -69,8 +71,8 @@ class LLMMetrics:
                 "window_s": num(self.window_s), "request_slos": dict(self.request_slos)}
 
 
-def _ms(values: list[int]) -> np.ndarray:
-    return np.asarray(values, dtype=np.float64) / 1e6
+def _first_token(r: RequestRecord) -> int | None:
+    return r.first_token_ns if r.first_token_ns is not None else (r.chunk_ns[0] if r.chunk_ns else None)
 
 
 def compute_llm_metrics(records: Sequence[RequestRecord], *,
@@ -97,18 +99,13 @@ def compute_llm_metrics(records: Sequence[RequestRecord], *,
         if r.error is not None:
             errors[r.error] = errors.get(r.error, 0) + 1
 
-    ttft, e2el, lfi, tpot, itl_parts = [], [], [], [], []
+    tpot, itl_parts = [], []
     out_tokens = in_tokens = 0
     est_out = est_in = False
     good = 0
     for r in ok:
         lat = r.end_ns - r.send_ns
-        e2el.append(lat)
-        first = r.first_token_ns if r.first_token_ns is not None else (r.chunk_ns[0] if r.chunk_ns else None)
-        if first is not None:
-            ttft.append(first - r.send_ns)
-        if r.intended_ns is not None:
-            lfi.append(r.end_ns - r.intended_ns)
+        first = _first_token(r)
         n_out = r.tokens_out or 0
         out_tokens += n_out
         in_tokens += r.tokens_in or 0
@@ -131,11 +128,11 @@ def compute_llm_metrics(records: Sequence[RequestRecord], *,
         return x / window_s if math.isfinite(window_s) else math.nan
 
     samples = {
-        "ttft_ms": _ms(ttft),
+        "ttft_ms": censored_ms(measured, stop=_first_token),
         "itl_ms": (np.concatenate(itl_parts).astype(np.float64) / 1e6) if itl_parts else np.zeros(0),
         "tpot_ms": np.asarray(tpot, dtype=np.float64) / 1e6,
-        "e2el_ms": _ms(e2el),
-        "latency_from_intended_ms": _ms(lfi),
+        "e2el_ms": censored_ms(measured),
+        "latency_from_intended_ms": censored_ms(measured, start=lambda r: r.intended_ns),
     }
     scalars = {
         "output_tok_s": rate(out_tokens),

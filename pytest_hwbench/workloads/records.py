@@ -13,8 +13,11 @@ records of every worker are rebased onto the parent's domain (see ``multiproc``)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import numpy as np
 
 
 class ErrorClass:
@@ -116,3 +119,48 @@ class RequestRecord:
     def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _send(r: RequestRecord) -> int | None:
+    return r.send_ns
+
+
+def _end(r: RequestRecord) -> int | None:
+    return r.end_ns
+
+
+def censored_ms(records: Sequence[RequestRecord], start: Callable[[RequestRecord], int | None] | None = None,
+                stop: Callable[[RequestRecord], int | None] | None = None) -> np.ndarray:
+    """Latency samples (ms) of ``records`` with failures kept as censored values — one definition for every
+    workload (LLM, Redis, PostgreSQL, S3, vector).
+
+    A successful request contributes ``stop(r) - start(r)`` (default: send → last byte). A failed or
+    timed-out request has no true latency, but dropping it would hide exactly the stall that made it fail
+    (a 1 s stall with a 0.5 s timeout would show a fast tail). It contributes a *censored* value: the time
+    from ``start(r)`` until it failed (``end_ns``), but never less than the slowest successful sample, so a
+    failure always ranks in the tail and can never make the percentiles look better (a connection refused
+    in 0.1 ms is not a fast answer). ``stop`` returning None on a success (no first token) drops that
+    record; a failure whose ``start`` is None is dropped.
+    """
+    start = start or _send
+    stop = stop or _end
+    last = _end
+    ok_vals: list[int] = []
+    failed: list[int] = []
+    for r in records:
+        s = start(r)
+        if s is None:
+            continue
+        e = stop(r)
+        if r.error is None:
+            if e is not None:
+                ok_vals.append(e - s)
+        elif e is not None and stop is not last:  # e.g. the first token did arrive before the failure
+            ok_vals.append(e - s)
+        else:
+            failed.append(max(r.end_ns, s) - s)
+    ok_arr = np.asarray(ok_vals, dtype=np.float64)
+    if failed:
+        floor = float(ok_arr.max()) if ok_arr.size else 0.0
+        ok_arr = np.concatenate([ok_arr, np.maximum(np.asarray(failed, dtype=np.float64), floor)])
+    return ok_arr / 1e6

@@ -43,7 +43,7 @@ import numpy as np
 from pytest_hwbench.errors import HwbenchError
 from pytest_hwbench.workloads.engine import LoadSpec, RunResult, run_load
 from pytest_hwbench.workloads.loop import frozen_heap, new_event_loop, precise_timers
-from pytest_hwbench.workloads.records import ERROR_CLASSES, ErrorClass, RequestRecord
+from pytest_hwbench.workloads.records import ERROR_CLASSES, ErrorClass, RequestRecord, censored_ms
 
 Op = Literal["put", "get", "mixed"]
 OPS: tuple[str, ...] = ("put", "get", "mixed")
@@ -371,12 +371,13 @@ class S3LoadClient:
 # -- metrics --------------------------------------------------------------------------------------------
 @dataclass
 class S3Metrics:
-    """The pinned S3 metrics of one run (measured records only; latencies from successful requests).
+    """The pinned S3 metrics of one run (measured records only).
 
     * ``ops_s`` — successful requests / window; window = first measured send → last measured completion
       (failed requests included in the window, as in DESIGN.md).
     * ``put_mb_s`` / ``get_mb_s`` — object bytes of successful PUTs / GETs / window, in 10⁶ B/s.
-    * ``put_latency_ms`` / ``get_latency_ms`` — send → last byte. ``get_ttfb_ms`` — send → first body chunk.
+    * ``put_latency_ms`` / ``get_latency_ms`` — send → last byte; a failed request stays in as a censored
+      value (``records.censored_ms``). ``get_ttfb_ms`` — send → first body chunk (successes).
     * ``error_rate`` — failed / attempted; ``errors`` by class.
     """
 
@@ -411,8 +412,8 @@ def compute_s3_metrics(records: Sequence[RequestRecord]) -> S3Metrics:
     def op(r: RequestRecord) -> str:
         return getattr(r, "op", "")
 
-    def lat(rs: list[RequestRecord]) -> np.ndarray:
-        return np.array([(r.end_ns - r.send_ns) / 1e6 for r in rs], dtype=np.float64)
+    def lat(kind: str) -> np.ndarray:
+        return censored_ms([r for r in measured if op(r) == kind])
 
     puts = [r for r in ok if op(r) == "put"]
     gets = [r for r in ok if op(r) == "get"]
@@ -431,7 +432,7 @@ def compute_s3_metrics(records: Sequence[RequestRecord]) -> S3Metrics:
         ops_s=len(ok) / window if measured else 0.0,
         put_mb_s=sum(getattr(r, "nbytes", 0) for r in puts) / 1e6 / window if has_put else None,
         get_mb_s=sum(getattr(r, "nbytes", 0) for r in gets) / 1e6 / window if has_get else None,
-        put_latency_ms=lat(puts), get_latency_ms=lat(gets), get_ttfb_ms=ttfb,
+        put_latency_ms=lat("put"), get_latency_ms=lat("get"), get_ttfb_ms=ttfb,
         error_rate=(len(measured) - len(ok)) / len(measured) if measured else math.nan,
         errors={k: v for k, v in errors.items() if v}, error_details=details)
 

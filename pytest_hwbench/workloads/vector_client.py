@@ -49,7 +49,7 @@ from pytest_hwbench.workloads.recall import (
     exact_topk,
     recall_at_k,
 )
-from pytest_hwbench.workloads.records import ERROR_CLASSES, ErrorClass, RequestRecord
+from pytest_hwbench.workloads.records import ERROR_CLASSES, ErrorClass, RequestRecord, censored_ms
 
 _perf = time.perf_counter_ns
 
@@ -616,7 +616,7 @@ async def run_vector_trial_async(factory: StoreFactory, workload: VectorWorkload
         insert_vectors_s=sum(r.tokens_out or 0 for r in ins_ok) / iw if ins else 0.0,
         insert_batch_ms=np.array([(r.end_ns - r.send_ns) / 1e6 for r in ins_ok]),
         query_qps=len(q_ok) / qw if qry else 0.0,
-        query_latency_ms=np.array([(r.end_ns - r.send_ns) / 1e6 for r in q_ok]),
+        query_latency_ms=censored_ms(qry),
         insert_error_rate=(len(ins) - len(ins_ok)) / len(ins) if ins else math.nan,
         query_error_rate=(len(qry) - len(q_ok)) / len(qry) if qry else math.nan,
         errors={"insert": ins_err, "query": q_err}, error_details={"insert": ins_det, "query": q_det},

@@ -63,6 +63,8 @@ class ServiceKind:
     binary_search: ClassVar[tuple[str, ...]] = ()
     """Glob patterns searched (newest first) when ``binary`` is not on PATH, e.g. Debian's postgres dir."""
     scheme: ClassVar[str] = "http"
+    install_hint: ClassVar[str] = ""
+    """How to get the binary, named in the skip when it is missing (e.g. the project's build script)."""
     settings: ClassVar[dict[str, str]] = {}
     required: ClassVar[dict[str, tuple[str, ...]]] = {}
     """Settings that must be given, per backend ('docker', 'process', 'external')."""

@@ -36,8 +36,11 @@ class LlamaCpp(ServiceKind):
     startup_timeout = 300.0
     model_loads_at_start = True
     required: ClassVar[dict[str, tuple[str, ...]]] = {"process": ("model",), "docker": ("model",)}
+    install_hint = ("build it with scripts/build_llama_cpp.sh (cached in ~/.cache/hwbench/llama.cpp/<version>/bin) "
+                    "or put a llama.cpp build's llama-server on PATH")
     settings: ClassVar[dict[str, str]] = {
-        "model": "path to a GGUF file (required)",
+        "model": "path to a GGUF file (required; recipes/llamacpp.yaml reads $HWBENCH_GGUF; "
+                 "`hwbench models tiny DIR` writes tiny test models)",
         "alias": "model name the API reports (default: the file name)",
         "ctx_size": "context size (-c)",
         "threads": "CPU threads (-t)",

@@ -33,6 +33,7 @@ _FLAGS: dict[str, str] = {
     "model": "--model", "ttft_ms": "--ttft-ms", "itl_ms": "--itl-ms", "output_tokens": "--output-tokens",
     "capacity": "--capacity", "error_rate": "--error-rate", "error_status": "--error-status", "seed": "--seed",
     "stall_at_s": "--stall-at-s", "stall_s": "--stall-s", "hang_s": "--hang-s",
+    "cpu_ms_per_token": "--cpu-ms-per-token", "leak_kb_per_request": "--leak-kb-per-request",
 }
 
 
@@ -63,6 +64,8 @@ class Reference(ServiceKind):
         "stall_at_s": "freeze output this many seconds after the first request",
         "stall_s": "length of that stall, seconds",
         "hang_s": "how long a 'hang' fault holds its request",
+        "cpu_ms_per_token": "CPU time burnt per emitted token, ms (a CPU-bound server; default 0)",
+        "leak_kb_per_request": "memory kept forever per request, KiB (a memory-growing server; default 0)",
         "precise_timers": "false: the default event loop (millisecond timers) instead of select() + low slack",
     }
 

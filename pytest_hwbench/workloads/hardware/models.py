@@ -229,6 +229,9 @@ def discover(dirs: Sequence[str], *, ollama: bool = True, huggingface: bool = Tr
             if not problem:
                 try:
                     meta = read_metadata(files)
+                except ImportError:
+                    info = replace(info, problem="the gguf package reads model metadata: pip install gguf "
+                                                 "(or pytest-hwbench[hardware])")
                 except Exception as err:  # not GGUF after all, truncated, or a newer format
                     info = replace(info, problem=f"unreadable GGUF metadata: {err}")
                 else:

@@ -64,10 +64,10 @@ def list_models(args: argparse.Namespace) -> int:
     if not rows:
         print("no GGUF models found (set HWBENCH_MODELS=DIR, or write test models with `hwbench models tiny DIR`)")
         return 0
-    print(f"{'model':32} {'size':>9} {'params':>8} {'quant':8} {'arch':10} {'source':11} status")
+    print(f"{'model':32} {'size MiB':>9} {'params':>8} {'quant':8} {'arch':10} {'source':11} status")
     for r in rows:
         params = f"{r['parameters'] / 1e6:.1f}M" if r["parameters"] else "?"
-        print(f"{r['id'][:32]:32} {r['size_bytes'] / 2**20:8.1f}M {params:>8} {r['quantization'][:8]:8} "
+        print(f"{r['id'][:32]:32} {r['size_bytes'] / 2**20:9.1f} {params:>8} {r['quantization'][:8]:8} "
               f"{r['architecture'][:10]:10} {r['source']:11} {r['status']}")
     return 0
 

@@ -1,0 +1,273 @@
+"""The sampling thread, and the per-test monitor that runs it during each measured trial.
+
+Why a thread: the load engine's event loop must not pay for sampling (a 2 ms psutil walk inside the loop is
+2 ms of lag on every request in flight), and the engine may run in several processes. A plain thread that
+sleeps between ticks costs the loop only the GIL hand-offs of each tick; its own CPU time is measured (series
+``sampler_cpu_util``) and documented in ``docs/performance.md``.
+
+When it samples: only in measured trials (the plugin starts it at a trial's start and stops it at its end;
+warm-up trials are not sampled). Inside a trial a benchmark narrows the window to its measured phase with
+``with hwbench.measured_window():`` or, after the fact, ``hwbench.mark_measured(start_ns, end_ns)`` (the load
+engine's first measured send to its last answer); then only ticks whose interval midpoint lies in a marked
+window are kept, so seeding, warm-up requests and teardown inside the body never reach the figures. Entering
+and leaving ``measured_window()`` forces a tick, so ticks line up with the window's edges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_hwbench.measure.samplers.base import Source, Timeline, now_ns
+from pytest_hwbench.measure.samplers.proc import read_schedstat
+
+_ACTIVE: list[ResourceMonitor] = []  # the monitor sampling the current trial in this process, if any
+
+
+def mark_active(start_ns: int, end_ns: int) -> None:
+    """Mark a measured span on whichever monitor is sampling now (the load engine calls this with its first
+    measured send and last answer, so every engine-driven workload narrows the window without knowing the
+    ``hwbench`` fixture)."""
+    if _ACTIVE:
+        _ACTIVE[-1].mark(start_ns, end_ns)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A service process tree to sample: ``pid`` of its root; ``container`` adds its cgroup's figures."""
+
+    name: str
+    pid: int
+    container: bool = False
+
+
+class _SelfCost:
+    """The sampling thread's own CPU time (series ``sampler_cpu_util``, % of one core)."""
+
+    name = "sampler"
+
+    def __init__(self) -> None:
+        self.tid = 0
+        self._prev: tuple[int, int] | None = None
+
+    def prime(self) -> None:
+        self.tid = threading.get_native_id()
+        st = read_schedstat(os.getpid(), self.tid)
+        self._prev = (now_ns(), st[0]) if st else None
+
+    def sample(self) -> dict[str, float]:
+        st = read_schedstat(os.getpid(), self.tid)
+        if st is None or self._prev is None:
+            return {}
+        t = now_ns()
+        t0, run0 = self._prev
+        self._prev = (t, st[0])
+        return {"sampler_cpu_util": 100.0 * (st[0] - run0) / max(t - t0, 1)}
+
+    def close(self) -> None:
+        pass
+
+
+class SamplerThread:
+    """Ticks every ``interval_s`` (and on demand) over ``sources`` into a :class:`Timeline`."""
+
+    def __init__(self, sources: list[Source], interval_s: float) -> None:
+        self.sources = sources
+        self.interval_s = interval_s
+        self.timeline = Timeline(interval_s)
+        self.errors: list[str] = []
+        self._wake = threading.Event()
+        self._stopping = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hwbench-sampler", daemon=True)
+        self._last = 0
+        self._poked = False
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def poke(self) -> None:
+        """Take a tick now (window edges); skipped when the previous tick is too recent to measure."""
+        self._poked = True
+        self._wake.set()
+
+    def stop(self) -> Timeline:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(10.0)
+        return self.timeline
+
+    def _prime(self) -> None:
+        for src in list(self.sources):
+            try:
+                src.prime()
+            except Exception as err:  # a source that cannot read is dropped, with the reason kept
+                self.errors.append(f"{src.name}: {err}")
+                self.sources.remove(src)
+        self._last = now_ns()
+
+    def _tick(self) -> None:
+        values: dict[str, float] = {}
+        for src in self.sources:
+            try:
+                values.update(src.sample())
+            except Exception as err:
+                if len(self.errors) < 20:
+                    self.errors.append(f"{src.name}: {err}")
+        t = now_ns()
+        self.timeline.add(t, t - self._last, values)
+        self._last = t
+
+    def _run(self) -> None:
+        self._prime()
+        self._ready.set()
+        deadline = now_ns() + int(self.interval_s * 1e9)
+        while True:
+            self._wake.wait(max(0.0, (deadline - now_ns()) / 1e9))
+            self._wake.clear()
+            poked, self._poked = self._poked, False
+            if poked and not self._stopping and now_ns() - self._last < self.interval_s * 2e8:
+                continue  # an interval this short measures nothing but jitter
+            self._tick()
+            if self._stopping:
+                break
+            deadline = max(deadline + int(self.interval_s * 1e9), now_ns() + int(self.interval_s * 5e8))
+
+
+class ResourceMonitor:
+    """Per-test resource sampling: one :class:`SamplerThread` per measured trial, a trimmed timeline each.
+
+    ``targets`` is called at the first measured trial (services start lazily, after the fixture exists).
+    """
+
+    def __init__(self, *, interval_s: float = 0.2, targets: Callable[[], list[Target]] | None = None,
+                 gpu: bool = True, loadgen: bool = True) -> None:
+        self.interval_s = interval_s
+        self._targets_fn = targets or (lambda: [])
+        self.gpu, self.loadgen = gpu, loadgen
+        self.timelines: list[Timeline] = []
+        self.notes: list[str] = []
+        self.targets: list[Target] | None = None
+        self._sources: list[Source] | None = None
+        self._thread: SamplerThread | None = None
+        self._self_cost = _SelfCost()
+        self._windows: list[tuple[int, int]] = []
+        self._open: int | None = None
+
+    # -- sources (built once per test) -------------------------------------------------------------------
+    def _build_sources(self) -> list[Source]:
+        from pytest_hwbench.measure.samplers.container import CgroupSource
+        from pytest_hwbench.measure.samplers.host import HostSource
+        from pytest_hwbench.measure.samplers.proc import ProcessTreeSource
+
+        try:
+            self.targets = list(self._targets_fn())
+        except Exception as err:
+            self.targets = []
+            self.notes.append(f"service processes not sampled: {err}")
+        sources: list[Source] = [HostSource(), self._self_cost]
+        service_pids = {t.pid for t in self.targets}
+        for i, t in enumerate(self.targets):
+            prefix = "service" if i == 0 else f"service_{t.name}"
+            sources.append(ProcessTreeSource(t.pid, prefix))
+            if t.container:
+                cg = CgroupSource(t.pid)
+                if cg.available:
+                    sources.append(cg)
+                else:
+                    self.notes.append(f"container of service {t.name!r}: cgroup files not readable")
+        if self.loadgen:
+            sources.append(ProcessTreeSource(os.getpid(), "loadgen", exclude_pids=lambda: service_pids,
+                                             exclude_tids=lambda: {self._self_cost.tid}))
+        if self.gpu:
+            from pytest_hwbench.measure.samplers.nvml import nvml_source
+
+            gpu, why = nvml_source()
+            if gpu is not None:
+                sources.append(gpu)
+            else:
+                self.notes.append(f"GPU not sampled: {why}")
+        return sources
+
+    # -- trials (called through the recorder by the plugin's trial loop) ---------------------------------
+    def begin_trial(self) -> None:
+        """Start sampling a measured trial."""
+        if self._thread is not None:
+            self.end_trial()
+        if self._sources is None:
+            self._sources = self._build_sources()
+        self._windows, self._open = [], None
+        self._thread = SamplerThread(list(self._sources), self.interval_s)
+        self._thread.start()
+        _ACTIVE.append(self)
+
+    def end_trial(self) -> Timeline | None:
+        """Stop sampling; the trial's timeline, trimmed to its marked windows (if any). None when idle."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return None
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
+        if self._open is not None:
+            self._windows.append((self._open, now_ns()))
+            self._open = None
+        timeline = thread.stop()
+        for err in thread.errors:
+            if err not in self.notes:
+                self.notes.append(err)
+        if self._windows:
+            timeline = timeline.within(self._windows)
+        self.timelines.append(timeline)
+        return timeline
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    # -- measured windows (called by benchmarks and workloads) -------------------------------------------
+    @contextlib.contextmanager
+    def window(self) -> Iterator[None]:
+        """Mark the block as the measured phase of this trial (see the module doc)."""
+        thread = self._thread
+        if thread is None:
+            yield
+            return
+        thread.poke()
+        start = now_ns()
+        try:
+            yield
+        finally:
+            self._windows.append((start, now_ns()))
+            thread.poke()
+
+    def mark(self, start_ns: int, end_ns: int) -> None:
+        """Mark ``[start_ns, end_ns]`` (``perf_counter_ns`` instants) as measured, after the fact."""
+        if self._thread is not None and end_ns > start_ns:
+            self._windows.append((int(start_ns), int(end_ns)))
+
+    def close(self) -> None:
+        """End any trial still sampling and release the sources (the fixture's teardown)."""
+        with contextlib.suppress(Exception):
+            self.end_trial()
+        for src in self._sources or []:
+            with contextlib.suppress(Exception):
+                src.close()
+        self._sources = None
+
+
+def monitor_for(settings: Any, service_pids: Callable[[], dict[str, dict[str, Any]]]) -> ResourceMonitor | None:
+    """The monitor for one test from the recipe's ``resources`` settings; ``service_pids`` gives
+    ``{name: {"pid", "container"}}`` of the test's services (``ServiceHub.sampling_pids``)."""
+    if not getattr(settings, "enabled", True):
+        return None
+
+    def targets() -> list[Target]:
+        return [Target(name, int(t["pid"]), bool(t.get("container"))) for name, t in service_pids().items()]
+
+    return ResourceMonitor(interval_s=getattr(settings, "interval_ms", 200) / 1000.0, targets=targets,
+                           gpu=getattr(settings, "gpu", True))
