@@ -16,7 +16,7 @@ import pytest
 
 from pytest_hwbench.measure.gpu import gpu_skip_reason
 from pytest_hwbench.measure.recorder import Recorder
-from pytest_hwbench.measure.samplers import ResourceMonitor, Target, Timeline, is_resource_metric
+from pytest_hwbench.measure.samplers import ResourceMonitor, Target, Timeline, is_resource_metric, nvml
 from pytest_hwbench.measure.samplers.container import CgroupSource, cgroup_dirs
 from pytest_hwbench.measure.samplers.host import HostSource
 from pytest_hwbench.measure.samplers.metrics import summarize_series, timeline_arrays, trial_metrics
@@ -29,6 +29,12 @@ from tests.fake_nvml import FakeGpu, fake_pynvml
 from tests.service_helpers import need_redis_image, spec
 
 BURN = "import time\nwhile True:\n    pass\n"
+
+
+@pytest.fixture(autouse=True)
+def fresh_nvml_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML's absence is remembered per process; each test here decides what ``pynvml`` is."""
+    monkeypatch.setattr(nvml, "_UNAVAILABLE", [])
 
 
 @pytest.fixture
@@ -324,3 +330,37 @@ def test_container_is_sampled_from_its_cgroup(services: Any) -> None:
     tl = mon.end_trial()
     mon.close()
     assert tl is not None and tl.values("container_mem_mb") and tl.values("service_rss_mb")
+
+
+PING_TEST = """
+import time
+import urllib.request
+
+import pytest
+
+
+@pytest.mark.hwbench(service="llm")
+@pytest.mark.parametrize("i", [1, 2])
+def test_ping(hwbench, hwbench_endpoint, i):
+    t0 = time.perf_counter()
+    for _ in range(10):
+        urllib.request.urlopen(hwbench_endpoint.url + "/health", timeout=5).read()
+    time.sleep(0.3)
+    hwbench.record("ping_s", time.perf_counter() - t0, unit="s")
+"""
+
+
+def test_xdist_workers_sample_the_controllers_services(pytester: pytest.Pytester) -> None:
+    """Under xdist the controller starts the service; workers get its pid with the endpoint and sample it."""
+    pytester.makepyfile(test_ping=PING_TEST)
+    pytester.makefile(".yaml", r="version: 1\nrepetitions: 1\nresources: {interval_ms: 100}\n"
+                                 "services:\n  llm: {kind: reference, backend: process}\n")
+    res = pytester.runpytest_subprocess("--recipe", "r.yaml", "--no-hwbench-mlflow", "-p", "no:cacheprovider",
+                                        "-n", "2")
+    res.assert_outcomes(passed=2)
+    (run,) = [d for d in (pytester.path / "reports").iterdir() if d.is_dir()]
+    tests = json.loads((run / "results.json").read_text())["tests"]
+    assert {t["worker"] for t in tests} <= {"gw0", "gw1"} and len(tests) == 2
+    for t in tests:
+        assert t["resources"]["services"] == ["llm"], t["resources"]
+        assert t["metrics"]["service_rss_mb"]["summary"]["max"] > 10  # the reference server's interpreter

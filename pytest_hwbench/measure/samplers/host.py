@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 
 import psutil
 
@@ -44,7 +43,8 @@ def read_diskstats(disks: set[str]) -> dict[str, tuple[float, float, float, floa
 def read_psi(resource: str) -> float | None:
     """Cumulative microseconds during which some task stalled on ``resource`` (cpu, memory, io)."""
     try:
-        text = Path("/proc/pressure", resource).read_text()
+        with open(f"/proc/pressure/{resource}") as f:
+            text = f.read()
     except OSError:
         return None
     for line in text.splitlines():
@@ -72,6 +72,7 @@ class HostSource:
         swap = psutil.swap_memory()
         net = psutil.net_io_counters()
         return {"t": now_ns(), "cpu": psutil.cpu_times(percpu=True), "swap": (swap.sin, swap.sout),
+                "swap_used": swap.used,
                 "disk": read_diskstats(self.disks),
                 "net": (net.bytes_recv, net.bytes_sent) if net else (0, 0),
                 "psi": {r: read_psi(r) for r in ("cpu", "memory", "io")}}
@@ -100,7 +101,7 @@ class HostSource:
         mem = psutil.virtual_memory()
         out["host_mem_used_pct"] = 100.0 * (1.0 - mem.available / mem.total) if mem.total else 0.0
         out["host_mem_avail_mb"] = mem.available / _MB
-        out["host_swap_used_mb"] = psutil.swap_memory().used / _MB
+        out["host_swap_used_mb"] = float(cur["swap_used"]) / _MB  # type: ignore[arg-type]
         (si0, so0), (si1, so1) = prev["swap"], cur["swap"]  # type: ignore[misc]
         out["host_swap_in_mb_s"] = rate(si1, si0, dt) / _MB
         out["host_swap_out_mb_s"] = rate(so1, so0, dt) / _MB

@@ -1,8 +1,9 @@
 """The sampling thread, and the per-test monitor that runs it during each measured trial.
 
-Why a thread: the load engine's event loop must not pay for sampling (a 2 ms psutil walk inside the loop is
-2 ms of lag on every request in flight), and the engine may run in several processes. A plain thread that
-sleeps between ticks costs the loop only the GIL hand-offs of each tick; its own CPU time is measured (series
+Why a thread (one per process, shared by every test): the load engine's event loop must not pay for
+sampling (a 2 ms psutil walk inside the loop is 2 ms of lag on every request in flight), and the engine may
+run in several processes. A plain thread that sleeps between ticks costs the loop only the GIL hand-offs
+of each tick; its own CPU time is measured (series
 ``sampler_cpu_util``) and documented in ``docs/performance.md``.
 
 When it samples: only in measured trials (the plugin starts it at a trial's start and stops it at its end;
@@ -55,7 +56,6 @@ class _SelfCost:
         self._prev: tuple[int, int] | None = None
 
     def prime(self) -> None:
-        self.tid = threading.get_native_id()
         st = read_schedstat(os.getpid(), self.tid)
         self._prev = (now_ns(), st[0]) if st else None
 
@@ -72,46 +72,34 @@ class _SelfCost:
         pass
 
 
-class SamplerThread:
-    """Ticks every ``interval_s`` (and on demand) over ``sources`` into a :class:`Timeline`."""
+class SamplingJob:
+    """One trial's sampling: its sources, interval and timeline. Ticked by the process's sampling thread;
+    its last reading is taken by whoever ends it (so ending a trial never waits for a thread wake-up)."""
 
     def __init__(self, sources: list[Source], interval_s: float) -> None:
         self.sources = sources
         self.interval_s = interval_s
         self.timeline = Timeline(interval_s)
         self.errors: list[str] = []
-        self._wake = threading.Event()
-        self._stopping = False
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hwbench-sampler", daemon=True)
-        self._last = 0
-        self._poked = False
+        self.primed = False
+        self.poked = False
+        self.last = 0
+        # The first reading waits a fifth of a tick: a trial shorter than that (a trivial test) costs no
+        # reading at all, and a longer one loses at most that much of its start.
+        self.deadline = now_ns() + int(interval_s * 2e8)
 
-    def start(self) -> None:
-        self._thread.start()
-        self._ready.wait(5.0)
-
-    def poke(self) -> None:
-        """Take a tick now (window edges); skipped when the previous tick is too recent to measure."""
-        self._poked = True
-        self._wake.set()
-
-    def stop(self) -> Timeline:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(10.0)
-        return self.timeline
-
-    def _prime(self) -> None:
+    def prime(self) -> None:
         for src in list(self.sources):
             try:
                 src.prime()
             except Exception as err:  # a source that cannot read is dropped, with the reason kept
                 self.errors.append(f"{src.name}: {err}")
                 self.sources.remove(src)
-        self._last = now_ns()
+        self.primed = True
+        self.last = now_ns()
+        self.deadline = self.last + int(self.interval_s * 1e9)
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
         values: dict[str, float] = {}
         for src in self.sources:
             try:
@@ -120,27 +108,79 @@ class SamplerThread:
                 if len(self.errors) < 20:
                     self.errors.append(f"{src.name}: {err}")
         t = now_ns()
-        self.timeline.add(t, t - self._last, values)
-        self._last = t
+        self.timeline.add(t, t - self.last, values)
+        self.last = t
+        self.deadline = max(self.deadline + int(self.interval_s * 1e9), t + int(self.interval_s * 5e8))
+
+    def worth_a_tick(self) -> bool:
+        """An interval shorter than a fifth of a tick measures nothing but jitter."""
+        return self.primed and now_ns() - self.last >= self.interval_s * 2e8
+
+
+class _SamplingThread:
+    """The one sampling thread of this process (started on first use, a daemon): sleeps until the next
+    deadline of any running job, primes new jobs, ticks due ones. Begin and end of a trial only take a lock
+    and set an event, so they add no thread start, join or wake-up wait to the trial."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.jobs: list[SamplingJob] = []
+        self.native_id = 0
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hwbench-sampler", daemon=True)
+        self._thread.start()
+        self._started.wait(5.0)
+
+    def add(self, job: SamplingJob) -> None:
+        with self.lock:
+            self.jobs.append(job)
+        self.wake.set()
+
+    def finish(self, job: SamplingJob) -> Timeline:
+        """Remove ``job`` and close its last interval here (when it has one worth measuring)."""
+        with self.lock:
+            if job in self.jobs:
+                self.jobs.remove(job)
+            if job.worth_a_tick():
+                job.tick()
+        return job.timeline
+
+    def poke(self, job: SamplingJob) -> None:
+        job.poked = True
+        self.wake.set()
 
     def _run(self) -> None:
-        self._prime()
-        self._ready.set()
-        deadline = now_ns() + int(self.interval_s * 1e9)
+        self.native_id = threading.get_native_id()
+        self._started.set()
         while True:
-            self._wake.wait(max(0.0, (deadline - now_ns()) / 1e9))
-            self._wake.clear()
-            poked, self._poked = self._poked, False
-            if poked and not self._stopping and now_ns() - self._last < self.interval_s * 2e8:
-                continue  # an interval this short measures nothing but jitter
-            self._tick()
-            if self._stopping:
-                break
-            deadline = max(deadline + int(self.interval_s * 1e9), now_ns() + int(self.interval_s * 5e8))
+            with self.lock:
+                now = now_ns()
+                for job in self.jobs:
+                    if not job.primed:
+                        if now >= job.deadline:
+                            job.prime()
+                    elif (job.poked or now >= job.deadline) and job.worth_a_tick():
+                        job.tick()
+                    job.poked = False
+                timeout = min(((j.deadline - now_ns()) / 1e9 for j in self.jobs), default=None)
+            self.wake.wait(None if timeout is None else max(timeout, 0.0))
+            self.wake.clear()
+
+
+_THREAD: list[_SamplingThread] = []
+_THREAD_LOCK = threading.Lock()
+
+
+def sampling_thread() -> _SamplingThread:
+    with _THREAD_LOCK:
+        if not _THREAD or not _THREAD[0]._thread.is_alive():
+            _THREAD[:] = [_SamplingThread()]
+        return _THREAD[0]
 
 
 class ResourceMonitor:
-    """Per-test resource sampling: one :class:`SamplerThread` per measured trial, a trimmed timeline each.
+    """Per-test resource sampling: one :class:`SamplingJob` per measured trial, a trimmed timeline each.
 
     ``targets`` is called at the first measured trial (services start lazily, after the fixture exists).
     """
@@ -154,7 +194,7 @@ class ResourceMonitor:
         self.notes: list[str] = []
         self.targets: list[Target] | None = None
         self._sources: list[Source] | None = None
-        self._thread: SamplerThread | None = None
+        self._job: SamplingJob | None = None
         self._self_cost = _SelfCost()
         self._windows: list[tuple[int, int]] = []
         self._open: int | None = None
@@ -196,28 +236,30 @@ class ResourceMonitor:
 
     # -- trials (called through the recorder by the plugin's trial loop) ---------------------------------
     def begin_trial(self) -> None:
-        """Start sampling a measured trial."""
-        if self._thread is not None:
+        """Start sampling a measured trial (returns at once: the first reading is taken on the thread)."""
+        if self._job is not None:
             self.end_trial()
+        thread = sampling_thread()
+        self._self_cost.tid = thread.native_id
         if self._sources is None:
             self._sources = self._build_sources()
         self._windows, self._open = [], None
-        self._thread = SamplerThread(list(self._sources), self.interval_s)
-        self._thread.start()
+        self._job = SamplingJob(list(self._sources), self.interval_s)
+        thread.add(self._job)
         _ACTIVE.append(self)
 
     def end_trial(self) -> Timeline | None:
         """Stop sampling; the trial's timeline, trimmed to its marked windows (if any). None when idle."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        job, self._job = self._job, None
+        if job is None:
             return None
         if self in _ACTIVE:
             _ACTIVE.remove(self)
         if self._open is not None:
             self._windows.append((self._open, now_ns()))
             self._open = None
-        timeline = thread.stop()
-        for err in thread.errors:
+        timeline = sampling_thread().finish(job)
+        for err in job.errors:
             if err not in self.notes:
                 self.notes.append(err)
         if self._windows:
@@ -227,27 +269,27 @@ class ResourceMonitor:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None
+        return self._job is not None
 
     # -- measured windows (called by benchmarks and workloads) -------------------------------------------
     @contextlib.contextmanager
     def window(self) -> Iterator[None]:
         """Mark the block as the measured phase of this trial (see the module doc)."""
-        thread = self._thread
-        if thread is None:
+        job = self._job
+        if job is None:
             yield
             return
-        thread.poke()
+        sampling_thread().poke(job)
         start = now_ns()
         try:
             yield
         finally:
             self._windows.append((start, now_ns()))
-            thread.poke()
+            sampling_thread().poke(job)
 
     def mark(self, start_ns: int, end_ns: int) -> None:
         """Mark ``[start_ns, end_ns]`` (``perf_counter_ns`` instants) as measured, after the fact."""
-        if self._thread is not None and end_ns > start_ns:
+        if self._job is not None and end_ns > start_ns:
             self._windows.append((int(start_ns), int(end_ns)))
 
     def close(self) -> None:

@@ -96,8 +96,21 @@ class NvmlSource:
             self.nvml.nvmlShutdown()
 
 
+_UNAVAILABLE: list[str] = []  # why NVML is not usable in this process, once found (no retry per test)
+
+
 def nvml_source() -> tuple[NvmlSource | None, str]:
-    """An initialised NVML source over every GPU, or (None, why not). Never raises."""
+    """An initialised NVML source over every GPU, or (None, why not). Never raises. A missing module or
+    driver is remembered for the process, so tests do not pay a failing ``nvmlInit`` each."""
+    if _UNAVAILABLE:
+        return None, _UNAVAILABLE[0]
+    source, why = _open()
+    if source is None and ("not installed" in why or "initialisation failed" in why):
+        _UNAVAILABLE.append(why)
+    return source, why
+
+
+def _open() -> tuple[NvmlSource | None, str]:
     try:
         import pynvml  # type: ignore[import-not-found]  # optional extra: pytest-hwbench[gpu]
     except ImportError:

@@ -34,6 +34,31 @@ def read_schedstat(pid: int, tid: int) -> tuple[int, int] | None:
         return None
 
 
+def descendants(pid: int) -> list[int] | None:
+    """Every descendant pid of ``pid``, from ``/proc/<pid>/task/<tid>/children`` (a few small reads);
+    None when the kernel does not provide those files (then psutil's walk of all of /proc is used)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        tids = thread_ids(p)
+        if not tids:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children", "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except FileNotFoundError:
+                if p == pid and tid == tids[0]:
+                    return None
+                continue
+            except (OSError, ValueError):
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
 def thread_ids(pid: int) -> list[int]:
     try:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -67,19 +92,23 @@ class ProcessTreeSource:
 
     def _members(self) -> list[psutil.Process]:
         if self._ticks % _REFRESH_TICKS == 0 or not self._procs:
+            excluded = self._exclude_pids()
+            known = {p.pid: p for p in self._procs}  # keep Process objects: psutil caches per object
+            pids = descendants(self.pid)
             try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
+                if pids is None:
+                    root = psutil.Process(self.pid)
+                    pids = [c.pid for c in root.children(recursive=True)]
+                skip = set(excluded)
+                for ex in excluded:
+                    skip.update(descendants(ex) or [])
+                procs = []
+                for pid in [self.pid, *pids]:
+                    if pid not in skip:
+                        with contextlib.suppress(psutil.Error):
+                            procs.append(known.get(pid) or psutil.Process(pid))
             except psutil.Error:
                 procs = []
-            excluded = self._exclude_pids()
-            if excluded:
-                skip = set(excluded)
-                for p in procs:
-                    if p.pid in excluded:
-                        with contextlib.suppress(psutil.Error):
-                            skip.update(c.pid for c in p.children(recursive=True))
-                procs = [p for p in procs if p.pid not in skip]
             self._procs = procs
         self._ticks += 1
         return self._procs
