@@ -53,6 +53,8 @@ SERVICE_FILES = frozenset({
     "test_services_process.py", "test_services_docker.py", "test_services_llama.py", "test_plugin_services.py",
     "test_redis_workload.py", "test_postgres_workload.py", "test_s3_workload.py", "test_vector_workload.py",
     "test_mlflow.py", "test_secrets.py", "test_outcomes.py", "test_reference_server.py", "test_llm_benchmarks.py",
+    "test_team_server.py", "test_deploy.py", "test_mlflow_upload.py", "test_resources.py", "test_bottleneck.py",
+    "test_server_timing.py",
 })
 #: Files that are slow as a whole (long measurements, whole benchmark runs).
 SLOW_FILES = frozenset({"test_shipped_recipes.py", "test_engine_accuracy.py", "test_engine_multiproc.py",

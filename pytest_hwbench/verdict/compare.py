@@ -41,7 +41,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
+
+
+def _stats() -> Any:
+    """``scipy.stats``, imported on first use: it costs ~0.6 s, which every pytest run that loads the plugin
+    would otherwise pay, measuring or not (issue #14, plugin overhead)."""
+    from scipy import stats
+
+    return stats
 
 PASS, FAIL, INCONCLUSIVE, STALE = "PASS", "FAIL", "INCONCLUSIVE", "STALE"
 _CODES = (PASS, FAIL, INCONCLUSIVE, STALE)
@@ -197,15 +204,15 @@ def fail_boundary(s: CompareSettings) -> float:
     (checked by scripts/bench_verdicts.py)."""
     looks = max(s.looks_planned, 1)
     k = min(max(s.look, 0), looks - 1) + 1
-    return float(sps.norm.ppf(1.0 - s.alpha_fail)) * math.sqrt(looks / k)
+    return float(_stats().norm.ppf(1.0 - s.alpha_fail)) * math.sqrt(looks / k)
 
 
 def decide_codes(st: Stats, lower_is_better: bool, s: CompareSettings) -> np.ndarray:
     """Verdict codes (indexes into ``_CODES``) for every replicate: the rule of the module docstring."""
     w = st.d if lower_is_better else -st.d
     tol = math.log1p(s.tolerance) if lower_is_better else -math.log1p(-min(s.tolerance, 0.99))
-    t_fail = sps.t.ppf(sps.norm.cdf(fail_boundary(s)), st.df)
-    t_pass = sps.t.ppf(s.pass_confidence, st.df)
+    t_fail = _stats().t.ppf(_stats().norm.cdf(fail_boundary(s)), st.df)
+    t_pass = _stats().t.ppf(s.pass_confidence, st.df)
     with np.errstate(divide="ignore", invalid="ignore"):
         fail = (w > tol) & (w > t_fail * st.se)
     upper = w + t_pass * st.se
@@ -330,7 +337,7 @@ def compare_metric(name: str, baseline_sessions: Sequence[Sequence[float]], curr
             **common)
     code = int(decide_codes(st, lower, settings)[0])
     d, se, df = float(st.d[0]), float(st.se[0]), float(st.df[0])
-    t2 = float(sps.t.ppf(0.5 + settings.confidence / 2, df))
+    t2 = float(_stats().t.ppf(0.5 + settings.confidence / 2, df))
     ratio, lo, hi = math.exp(d), math.exp(d - t2 * se), math.exp(d + t2 * se)
     within_cv = math.expm1(math.sqrt(float(st.within_var[0]))) if st.within_var[0] > 0 else 0.0
     session_sd = math.expm1(math.sqrt(tau2))
