@@ -2,6 +2,7 @@
 
 - ``hwbench recipes validate FILE...``   the same checks the plugin runs on ``--recipe``
 - ``hwbench testbed``                    the machine fingerprint and the testbed name baselines use
+- ``hwbench images build [TAG...]``      build the local Docker images the shipped recipes name
 - ``hwbench baseline import-pytest-benchmark FILE...``   pytest-benchmark saved runs as baseline history
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
 - ``hwbench fleet``, ``hwbench mlflow upload``, ``hwbench dashboard``   team tools (``report/fleet_cli.py``)
@@ -31,6 +32,19 @@ def _testbed(args: argparse.Namespace) -> int:
         print(json.dumps({"testbed": derive_testbed(fp), "fingerprint": fp}, indent=2, sort_keys=True))
     else:
         print(derive_testbed(fp))
+    return 0
+
+
+def _images(args: argparse.Namespace) -> int:
+    from pytest_hwbench.errors import ServiceUnavailable
+    from pytest_hwbench.services.local_images import build_local_images
+
+    try:
+        for line in build_local_images(args.tags):
+            print(line)
+    except ServiceUnavailable as err:
+        print(f"hwbench images build: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -67,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     testbed = sub.add_parser("testbed", help="print the testbed name (and fingerprint with --json)")
     testbed.add_argument("--json", action="store_true")
     testbed.set_defaults(func=_testbed)
+    images = sub.add_parser("images", help="local Docker images").add_subparsers(dest="images_command",
+                                                                                  required=True)
+    build = images.add_parser("build", help="build the images the shipped recipes name from this machine's "
+                                            "binaries (no registry needed)")
+    build.add_argument("tags", nargs="*")
+    build.set_defaults(func=_images)
     from pytest_hwbench.workloads.hardware import models_cmd
 
     models_cmd.add_parser(sub)

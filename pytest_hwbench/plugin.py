@@ -123,6 +123,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if arg in own:
             continue
         values = session.recipe.sweep.get(arg, defaults.get(arg))
+        if arg in defaults and arg in session.recipe.sweep and list(defaults[arg]) != list(values or []):
+            metafunc.definition.warn(pytest.PytestWarning(
+                f"sweep {arg}={list(values or [])} from recipe {session.recipe.path} overrides the marker's "
+                f"sweep={{{arg!r}: {list(defaults[arg])}}} (the recipe wins; pass --recipe to choose another)"))
         if values is not None:
             metafunc.parametrize(arg, list(values), ids=[f"{arg}={v}" for v in values])
 
@@ -361,7 +365,7 @@ class ControllerHooks:
         for i, (key, value) in enumerate(report.user_properties):
             if key == PAYLOAD_KEY:
                 del report.user_properties[i]
-                payload = json.loads(value)
+                payload = json.loads(str(value))
                 self.session.add_result(payload, report)
                 self.config.hook.pytest_hwbench_result(
                     config=self.config, result=self.session.results[payload["test_id"]])
@@ -389,6 +393,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
+    if hw.services.reaped_text:
+        terminalreporter.write_line(hw.services.reaped_text, yellow=True)
     if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
         terminalreporter.write_line(hw.writer.error, red=True, bold=True)
 

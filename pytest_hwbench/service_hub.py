@@ -47,12 +47,20 @@ class ServiceHub:
         self._pids: dict[str, dict[str, Any]] = dict((workerinput or {}).get(WORKERINPUT_PIDS, {}))
         self._set: Any = None
         self._running: dict[str, Any] = {}
+        self.reaped_text: str | None = None
+        """What the reaper removed when this process first started a service (shown in the summary)."""
 
     def _service_set(self) -> Any:
         if self._set is None:
             from pytest_hwbench.services import ServiceSet
 
             self._set = ServiceSet(log_dir=self.log_dir, run_id=self.run_id, source=self.recipe.path)
+            reaped = self._set.reaped
+            if reaped is not None and (reaped.count or reaped.errors):
+                parts = [*reaped.processes, *reaped.containers]
+                self.reaped_text = (f"pytest-hwbench: removed {reaped.count} leftover(s) of earlier runs that "
+                                    f"died: {', '.join(parts) or 'none'}"
+                                    + (f"; could not remove: {'; '.join(reaped.errors)}" if reaped.errors else ""))
         return self._set
 
     def _start(self, name: str) -> None:

@@ -49,7 +49,7 @@ SERVICE_FILES = frozenset({
 })
 #: Files that are slow as a whole (long measurements, whole benchmark runs).
 SLOW_FILES = frozenset({"test_shipped_recipes.py", "test_engine_accuracy.py", "test_engine_multiproc.py",
-                        "test_readme.py", "test_knee_sweep.py"})
+                        "test_readme.py", "test_knee_sweep.py", "test_verdict_e2e.py"})
 #: Single tests that take seconds (several processes, long waits).
 SLOW_TESTS = frozenset({"test_port_registry_never_hands_out_a_port_twice_across_processes"})
 

@@ -101,7 +101,9 @@ def test_pytest_benchmark_saved_runs_become_the_baseline_history(pytester: pytes
 
     res = pytester.runpytest(*common, "--hwbench-require-baseline")
     res.assert_outcomes(passed=1)
-    assert results(pytester)["test_pb.py::test_fast"]["baseline_status"] == "PASS"
+    # Compared with the imported history (a missing baseline would fail under --hwbench-require-baseline);
+    # on a loaded shared runner two stored sessions may leave the same code INCONCLUSIVE, never FAIL.
+    assert results(pytester)["test_pb.py::test_fast"]["baseline_status"] in ("PASS", "INCONCLUSIVE")
     monkeypatch.setenv("US", "60")  # three times slower
     res = pytester.runpytest(*common)
     # FAIL, or INCONCLUSIVE (a WARN) when the verdict rule wants more sessions of history than two; never PASS

@@ -182,3 +182,11 @@ def test_reports_are_not_collected(pytester: pytest.Pytester) -> None:
     res = pytester.runpytest(NO_MLFLOW)
     res.assert_outcomes(passed=1)
     assert json.loads(json.dumps({"ok": True}))
+
+
+def test_missing_local_image_names_the_build_command() -> None:
+    from pytest_hwbench.services.local_images import BUILD_COMMAND, LOCAL_IMAGES, build_fix
+
+    assert "hwbench/redis-server:local" in LOCAL_IMAGES
+    assert BUILD_COMMAND in (build_fix("hwbench/redis-server:local") or "")
+    assert build_fix("redis:7") is None

@@ -80,7 +80,7 @@ settings:
 """)
     pytester.makepyfile(test_s=TEST_FILE)
     junit = pytester.path / "junit.xml"
-    res = pytester.runpytest("--recipe", "r.yaml", f"--junitxml={junit}", "-rA",
+    res = pytester.runpytest_subprocess("--recipe", "r.yaml", f"--junitxml={junit}", "-rA",  # MLflow: own process
                              f"--hwbench-mlflow=sqlite:///{pytester.path / 'mlflow.db'}")
     res.assert_outcomes(passed=1, failed=1)
     terminal = res.stdout.str() + res.stderr.str()

@@ -414,7 +414,7 @@ class LoadMeter:
         return round(min(max(other / (wall * cpus), 0.0), 1.0), 2)
 
 
-def run_conditions(load_window_s: float = 0.1) -> dict[str, Any]:
+def run_conditions(load_window_s: float = 0.0) -> dict[str, Any]:
     """The conditions one test ran under, which change its numbers without any change to the system under
     test: xdist worker count, BLAS/OpenMP thread settings, CPU frequency governor, and the fraction of all
     CPUs busy in a short window at test start (before the test's own work). Part of the environment a
@@ -424,7 +424,10 @@ def run_conditions(load_window_s: float = 0.1) -> dict[str, Any]:
     blas = {k: os.environ[k] for k in BLAS_THREAD_VARS if k in os.environ}
     governor = _read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
     try:
-        load = round(psutil.cpu_percent(interval=load_window_s) / 100.0, 2)
+        if load_window_s > 0:
+            load = round(psutil.cpu_percent(interval=load_window_s) / 100.0, 2)
+        else:  # non-blocking (1-minute load average): a 0.1 s window per test was most of the plugin's cost
+            load = round(min(os.getloadavg()[0] / (os.cpu_count() or 1), 1.0), 2)
     except Exception:  # a missing /proc/stat must not fail a test
         load = None
     return {"xdist_workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1),

@@ -624,20 +624,23 @@ MLFLOW: Final = Record({
     "experiment": Str(nonempty=True),
     "enabled": Bool(),
     "probe_timeout_s": Float(gt=0, lt=3600),
-    "probe_retries": Int(min=0),
+    "probe_retries": Int(min=0, max=100),
 })
 
-RESOURCES: Final = Record({"enabled": Bool(), "interval_ms": Int(min=50), "gpu": Bool()})
+RESOURCES: Final = Record({"enabled": Bool(), "interval_ms": Int(min=50, max=3_600_000), "gpu": Bool()})
 
 _PATHS = ListOf(Str(nonempty=True), single=True)
 HARDWARE: Final = Record({
     "models": Record({"dirs": _PATHS, "ollama": Bool(), "huggingface": Bool(), "select": _PATHS,
-                      "default_count": Int(min=1), "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
+                      "default_count": Int(min=1, max=1000),
+                      "max_size_gib": Nullable(Float(gt=0), empty_is_null=True),
                       "memory_headroom": Float(ge=0)}),
-    "llama_bench_repetitions": Int(min=1), "sevenzip_dict_log2": Int(min=10), "sevenzip_passes": Int(min=1),
-    "stream_array_mib": Nullable(Float(gt=0), empty_is_null=True), "stream_ntimes": Int(min=2),
-    "stream_cross_check": Bool(), "fio_size_mib": Int(min=1), "fio_runtime_s": Float(gt=0),
-    "fio_iodepth": Int(min=1), "fio_ioengine": Str(nonempty=True), "timeout_s": Float(gt=0),
+    "llama_bench_repetitions": Int(min=1, max=MAX_REPETITIONS), "sevenzip_dict_log2": Int(min=10, max=40),
+    "sevenzip_passes": Int(min=1, max=MAX_REPETITIONS),
+    "stream_array_mib": Nullable(Float(gt=0), empty_is_null=True),
+    "stream_ntimes": Int(min=2, max=MAX_REPETITIONS),
+    "stream_cross_check": Bool(), "fio_size_mib": Int(min=1, max=1 << 24), "fio_runtime_s": Float(gt=0, lt=1e6),
+    "fio_iodepth": Int(min=1, max=65536), "fio_ioengine": Str(nonempty=True), "timeout_s": Float(gt=0, lt=1e6),
 })
 
 SWEEP: Final = MapOf(ListOf(Scalar(), nonempty=True),

@@ -112,9 +112,7 @@ class RunWriter:
                 lines.append(json.dumps({"test_id": test_id, "metric": metric, "offset": self._offset,
                                          "count": len(data) // 8}) + "\n")
                 self._offset += len(data)
-            self._samples.flush()
-            self._index.write("".join(lines))
-            self._index.flush()
+            self._index.write("".join(lines))  # flushed at close: results.jsonl is what a killed run keeps
             return self.dir / "samples.bin"
 
         return self._guard("samples.bin", write)

@@ -506,6 +506,7 @@ def _child_entities(result: Mapping[str, Any], manifest: Mapping[str, Any], pare
         "hwbench.slo": _slo_status(result.get("slo")),
         "hwbench.baseline": _baseline_status(result.get("baseline")),
         "hwbench.outcome": result.get("outcome"),
+        "hwbench.invalid": "; ".join(result.get("invalid_reasons") or []) or None,
         "hwbench.run_id": manifest.get("run_id"),
         "testbed": manifest.get("testbed"),
         "test_id": result.get("test_id"),
@@ -524,6 +525,7 @@ def _child_entities(result: Mapping[str, Any], manifest: Mapping[str, Any], pare
     if result.get("baseline"):
         ent.tag("hwbench.baseline.detail", json.dumps(result["baseline"], sort_keys=True, default=str))
     ent.metric("duration_s", result.get("duration_s"), end_ms)
+    ent.metric("trials", result.get("trials"), end_ms)
     for metric, data in (result.get("metrics") or {}).items():
         if not isinstance(data, Mapping):
             continue

@@ -40,6 +40,10 @@ _FLAG_VALUE = re.compile(
     r"[A-Za-z0-9_\-.]*)(?P<sep>[= ]+)(?P<value>(?!-)[^\s'\"]+)", re.IGNORECASE)
 
 
+#: Cheap pre-check before the flag regex (most strings in a report hold no flag at all).
+_FLAG_HINT = re.compile(r"(?i)token|pass|secret|key|auth")
+
+
 def is_secret_key(name: object) -> bool:
     """True when a setting, variable or flag name says its value is a credential."""
     return isinstance(name, str) and SECRET_KEY_NAME.search(name.lstrip("-")) is not None
@@ -103,15 +107,17 @@ class Redactor:
         for secret in self.secrets:
             if secret in value:
                 value = value.replace(secret, mask)
-        if "://" in value:
+        if "://" in value and "@" in value:
             value = _URL_PASSWORD.sub(lambda m: m["head"] + mask + m["tail"], value)
-        if "-" in value:
+        if "-" in value and _FLAG_HINT.search(value):
             value = _FLAG_VALUE.sub(lambda m: m["flag"] + m["sep"] + (mask if m["value"] != mask else m["value"]),
                                     value)
         return value
 
     def data(self, obj: Any) -> Any:
         """A copy of a JSON-like structure with every string redacted."""
+        if isinstance(obj, (int, float)) or obj is None:
+            return obj
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, dict):

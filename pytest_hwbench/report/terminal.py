@@ -99,6 +99,9 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
     if hw.baseline_written:
         tr.write_line(f"hwbench baselines saved for {len(hw.baseline_written)} test(s) under "
                       f"{hw.baseline_dir / hw.testbed}")
+    for text in hw.baseline_refused:
+        tr.write_line(f"hwbench baseline NOT saved (invalid measurement; --hwbench-force-baseline saves it): "
+                      f"{text}", yellow=True)
     if hw.baseline_error:
         tr.write_line(f"hwbench ERROR: {hw.baseline_error}", red=True, bold=True)
     if hw.mlflow_run_id:

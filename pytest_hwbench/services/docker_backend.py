@@ -20,6 +20,7 @@ from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.report.redact import mask_argv
 from pytest_hwbench.services.base import RUN_LABEL, ServiceStartError, StartContext, hint_for, now_s
 from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
+from pytest_hwbench.services.local_images import build_fix
 from pytest_hwbench.services.probes import Probe, probe_from_setting
 from pytest_hwbench.services.running import RunningService, wait_ready
 from pytest_hwbench.services.state import Owner
@@ -93,6 +94,7 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
     ctx = StartContext(name=name, kind=kind, backend="docker", settings=settings, host=host, port=cport,
                        ports=dict(kind.extra_ports), work_dir=log_dir, log_dir=log_dir, run_id=run_id,
                        source=source)
+    command: list[str] | None
     if "command" in settings:
         command = as_args(settings["command"], field=ctx.field("command"), source=source)
     else:
@@ -184,10 +186,12 @@ def ensure_image(client: Any, image: str, pull: str, *, name: str, source: str |
         try:
             return client.images.get(image)
         except ImageNotFound:
-            if pull == "never":
+            local = build_fix(image)
+            if pull == "never" or local:
                 raise ServiceUnavailable(
-                    f"service {name!r}: image {image!r} is not present locally and pull is 'never' "
-                    f"(fix: docker pull/load {image}, or build it locally)") from None
+                    f"service {name!r}: image {image!r} is not present locally"
+                    + (f" (fix: {local})" if local else
+                       f" and pull is 'never' (fix: docker pull/load {image}, or build it locally)")) from None
     try:
         if "@" in image:  # pinned by digest: pull exactly that
             return client.images.pull(image)

@@ -138,3 +138,27 @@ def _json_list(items: Sequence[str]) -> str:
     import json
 
     return json.dumps([str(i) for i in items])
+
+
+#: The images the shipped recipes name that this machine can build from its own binaries
+#: (``hwbench images build``): tag → binaries put into a ``FROM scratch`` image.
+LOCAL_IMAGES: dict[str, tuple[str, ...]] = {
+    "hwbench/redis-server:local": ("redis-server",),
+}
+BUILD_COMMAND = "hwbench images build"
+
+
+def build_fix(image: str) -> str | None:
+    """The command that builds ``image`` here, when it is one of :data:`LOCAL_IMAGES`."""
+    return f"run '{BUILD_COMMAND}' to build it from this machine's binaries" if image in LOCAL_IMAGES else None
+
+
+def build_local_images(tags: Sequence[str] = (), *, client: Any = None) -> list[str]:
+    """Build every image of :data:`LOCAL_IMAGES` (or the given tags); returns one line per image."""
+    lines = []
+    for tag in tags or list(LOCAL_IMAGES):
+        if tag not in LOCAL_IMAGES:
+            raise ServiceUnavailable(f"{tag!r} is not an image hwbench can build (known: {', '.join(LOCAL_IMAGES)})")
+        image = build_binary_image(LOCAL_IMAGES[tag], tag, client=client)
+        lines.append(f"built {tag} ({image.short_id})")
+    return lines

@@ -116,11 +116,12 @@ def wait_ready(name: str, probe: Probe, host: str, port: int, *, timeout: float,
             first_answer = now_s() - t0
         if last.state is State.READY:
             return now_s() - t0, first_answer
-        if last.problem in fail_fast:  # a definite answer: waiting for the timeout would change nothing
+        problem = last.problem
+        if problem is not None and problem in fail_fast:  # definite: waiting for the timeout changes nothing
             text = tail()
-            raise ServiceStartError(name, f"health check failed: {last.problem.value}: {last.detail} "
+            raise ServiceStartError(name, f"health check failed: {problem.value}: {last.detail} "
                                           f"({probe.description})", log_tail=text,
-                                    hint=PROBLEM_FIX[last.problem], log_path=_str(log_path))
+                                    hint=PROBLEM_FIX[problem], log_path=_str(log_path))
         if now_s() >= deadline:
             text = tail()
             raise ServiceStartError(

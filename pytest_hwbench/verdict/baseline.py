@@ -405,7 +405,7 @@ class BaselineStore:
 
 
 def test_noise(entry: BaselineEntry) -> SessionNoise:
-    """The session noise one test's history shows: the mean over its metrics of their between-session
+    """The session noise one test's history shows: the median over its metrics of their between-session
     variance, with the degrees of freedom of ONE series (K - 1). A test's metrics shift together (a busy
     session slows TTFT, latency and throughput alike), so counting each metric as independent evidence
     would make a 3-session history look calibrated when it is not."""
@@ -413,8 +413,8 @@ def test_noise(entry: BaselineEntry) -> SessionNoise:
     parts = [p for p in parts if p.df]
     if not parts:
         return SessionNoise()
-    return SessionNoise(between_var=sum(p.between_var for p in parts) / len(parts),
-                        df=max(p.df for p in parts), series=1)
+    middle = sorted(p.between_var for p in parts)[len(parts) // 2]  # median: one erratic metric cannot rule
+    return SessionNoise(between_var=middle, df=max(p.df for p in parts), series=1)
 
 
 def _as_history(entry: dict[str, Any]) -> dict[str, Any]:

@@ -306,8 +306,15 @@ def compare_metric(name: str, baseline_sessions: Sequence[Sequence[float]], curr
         side = "this run" if not cur_raw else "the baseline"
         return Comparison(status=INCONCLUSIVE, message=f"{name}: no finite trial values in {side}, nothing "
                                                        f"to compare ({tol_text})", **common)
-    if min(cur_raw) <= 0 or min(base_all) <= 0:
+    if common["baseline_median"] <= 0 or common["current_median"] <= 0:
         return _compare_by_sign(cur_raw, base_all, tol_text, common)
+    # Positive medians: the ratio is defined; a stray non-positive trial value (e.g. an ITL median of 0
+    # when chunks arrived coalesced) has no logarithm and is left out of the ratio and its CI.
+    cur_pos = [v for v in cur_raw if v > 0]
+    sess_pos = [p for p in ([v for v in s if v > 0] for s in sess_raw) if p]
+    if not cur_pos or not sess_pos:
+        return _compare_by_sign(cur_raw, base_all, tol_text, common)
+    cur_raw, sess_raw = cur_pos, sess_pos
     lower = better == "lower"
     cur = np.log(np.asarray(cur_raw))[None, :]
     sessions = [np.log(np.asarray(s))[None, :] for s in sess_raw]

@@ -586,11 +586,14 @@ async def _sample_lag(interval_s: float, out: array, runnable: list[int]) -> Non
     About ten times a second it also notes the machine's runnable tasks (evidence of contention)."""
     loop = asyncio.get_running_loop()
     every = max(1, round(0.1 / interval_s))
+    step_ns = int(interval_s * 1e9)
     n = 0
     while True:
-        target = loop.time() + interval_s
-        await sleep_until(target, loop)
-        out.append(int((loop.time() - target) * 1e9))
+        # Lateness is read on perf_counter, not loop.time(): uvloop's loop.time() is libuv's cached,
+        # millisecond-resolution clock, which would read most lags as exactly 0.
+        target_ns = time.perf_counter_ns() + step_ns
+        await sleep_until(loop.time() + interval_s, loop)
+        out.append(max(0, time.perf_counter_ns() - target_ns))
         n += 1
         if n % every == 0:
             r = _runnable()

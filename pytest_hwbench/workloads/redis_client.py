@@ -718,9 +718,11 @@ class RedisLoadClient:
                     await fut
             except (asyncio.TimeoutError, TimeoutError):
                 conn.abort()
+                self._all.discard(conn)
                 raise
             if conn.lost is not None or conn.failed:
                 conn.abort()
+                self._all.discard(conn)
                 raise _HandshakeError(conn.first_error or (conn.lost[1] if conn.lost else "refused"))
             conn.fut = None
         return conn
