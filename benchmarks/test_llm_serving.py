@@ -14,7 +14,7 @@ in seconds on the reference server and for minutes on a GPU box:
 
 Every request of a trial gets a prompt never sent before (``trial_prompts``): engines cache prompt prefixes,
 and a repeated prompt would measure a cache hit. Skipped with the reason when the recipe has no ``llm``
-service. Metric definitions: DESIGN.md / README.
+service. Metric definitions: docs/metrics.md.
 """
 
 from __future__ import annotations

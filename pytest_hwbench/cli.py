@@ -5,6 +5,7 @@
 - ``hwbench images build [TAG...]``      build the local Docker images the shipped recipes name
 - ``hwbench baseline import-pytest-benchmark FILE...``   pytest-benchmark saved runs as baseline history
 - ``hwbench reference-server ...``       the reference LLM server (a fake whose timing is known)
+- ``hwbench report | compare | rerun | export``  the report stage (``pytest_hwbench/report/commands.py``)
 - ``hwbench fleet``, ``hwbench mlflow upload``, ``hwbench dashboard``   team tools (``report/fleet_cli.py``)
 - ``hwbench models list|tiny``           GGUF models a recipe selects; tiny test models
 """
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     models_cmd.add_parser(sub)
     sub.add_parser("reference-server", help="run the reference LLM server (see --help after the command)")
+    from pytest_hwbench.report.commands import add_subcommands
+
+    add_subcommands(sub)
     baseline = sub.add_parser("baseline", help="baseline tools").add_subparsers(dest="baseline_command",
                                                                                required=True)
     pb = baseline.add_parser("import-pytest-benchmark",

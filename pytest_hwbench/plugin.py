@@ -27,6 +27,7 @@ from pytest_hwbench.collection_checks import check_collection, positive_repetiti
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.outcomes import error_payload, service_death, uses_hwbench
+from pytest_hwbench.report import progress
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
@@ -69,6 +70,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="let timed tests overlap under xdist (default: one timed test at a time)")
     group.addoption("--hwbench-repetitions", type=positive_repetitions, metavar="N",
                     help="override the recipe's repetitions (measured trials per test)")
+    group.addoption("--no-hwbench-report", action="store_true",
+                    help="do not write report.md/report.html (regenerate later with: hwbench report RUN)")
     group.addoption("--hwbench-lenient", action="store_true",
                     help="an SLO pattern matching no test or a sweep key matching no test argument is a "
                          "warning instead of an error")
@@ -87,6 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except HwbenchInputError as err:
         raise pytest.UsageError(f"pytest-hwbench: {err}") from None
     config.stash[SESSION_KEY] = session
+    progress.install(config)
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ControllerHooks(config, session), "hwbench-controller")
         if config.pluginmanager.hasplugin("xdist"):
@@ -99,6 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.uninstall()
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         for err in session.services.stop_all():
@@ -258,18 +263,22 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     session = get_session(item.config)
     warmup, reps = session.repetitions_for(item)
     policy = session.recipe.baseline
+    progress.begin_test(item.nodeid)
     with _exclusive(item, session):
         conditions = run_conditions()
         try:
             for i in range(warmup):
                 recorder.begin_trial(i, warmup=True)
+                progress.begin_trial(i, reps, warmup=True)
                 item.runtest()
             started = time.monotonic()
             meter = LoadMeter()
             for i in range(reps - 1):
                 recorder.begin_trial(i)
+                progress.begin_trial(i, reps)
                 item.runtest()
             recorder.begin_trial(reps - 1)
+            progress.begin_trial(reps - 1, reps)
             result = yield
             conditions["load_other"] = meter.external_fraction()
             recorder.end_trial()
@@ -283,6 +292,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 if spent + spent / look > policy.max_seconds:
                     break
                 for _ in range(reps):
+                    progress.begin_trial(recorder.trial_count, recorder.trial_count + 1)
                     recorder.begin_trial(recorder.trial_count)
                     item.runtest()
                 conditions["load_other"] = meter.external_fraction()
@@ -295,6 +305,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
                 payload["verdict"] = "ERROR"
                 item.stash[PAYLOAD_STASH] = payload
             raise
+        finally:
+            progress.end_test()
     _judged(item, verdict, payload)
     return result
 
@@ -362,6 +374,8 @@ class ControllerHooks:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
+        if report.when == "setup":
+            self.session.node_ids.append(report.nodeid)
         for i, (key, value) in enumerate(report.user_properties):
             if key == PAYLOAD_KEY:
                 del report.user_properties[i]

@@ -52,6 +52,7 @@ class Options:
     allow_parallel: bool
     repetitions: int | None
     force_baseline: bool = False
+    write_report: bool = True
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -73,7 +74,8 @@ class Options:
                    report_dir=Path(root, report_dir), mlflow_uri=uri, mlflow_enabled=enabled,
                    allow_parallel=config.getoption("hwbench_allow_parallel"),
                    repetitions=config.getoption("hwbench_repetitions"),
-                   force_baseline=bool(config.getoption("hwbench_force_baseline", False)))
+                   force_baseline=bool(config.getoption("hwbench_force_baseline", False)),
+                   write_report=not config.getoption("no_hwbench_report", False))
 
 
 def _display_path(path: Path, cwd: Path) -> str:
@@ -131,6 +133,8 @@ class HwbenchSession:
         self.mlflow_run_id: str | None = None
         self.baseline_written: list[str] = []
         self.baseline_error: str | None = None
+        self.report_warning: str | None = None
+        self.node_ids: list[str] = []  # every test that ran, in order (the rerun bundle's selection)
         self.baseline_refused: list[str] = []
         self.sweeps: list[dict[str, Any]] = []
         self._to_save: dict[str, tuple[dict[str, MetricResult], dict[str, Any]]] = {}
@@ -345,7 +349,7 @@ class HwbenchSession:
             "schema": SCHEMA_VERSION, "run_id": self.run_id, "hwbench_version": __version__,
             "started_at": _iso(self.started_at), "finished_at": _iso(time.time()) if complete else None,
             "complete": complete, "exit_status": exitstatus,
-            "command_line": [sys.executable, *sys.argv[1:]] if sys.argv else [],
+            "command_line": [sys.executable, "-m", "pytest", *self.config.invocation_params.args],
             "invocation_args": list(self.config.invocation_params.args),
             "cwd": str(self.config.invocation_params.dir),
             "testbed": self.testbed,
@@ -356,7 +360,20 @@ class HwbenchSession:
                         "baseline_dir": str(self.baseline_dir)},
             "fingerprint": self.fingerprint, "git": self.fingerprint.get("git"),
             "services": self.services.manifest(),
+            "rerun": self._rerun_bundle(),
         }, recipe.secret_values)
+
+    def _rerun_bundle(self) -> dict[str, Any]:
+        from pytest_hwbench.report.rerun import bundle
+
+        o = self.options
+        options = {"testbed": o.testbed, "repetitions": o.repetitions, "baseline_dir": str(self.baseline_dir),
+                   "report_dir": str(o.report_dir), "require_baseline": o.require_baseline,
+                   "allow_parallel": o.allow_parallel, "mlflow_uri": o.mlflow_uri, "mlflow_enabled": o.mlflow_enabled,
+                   "save_baseline": o.save_baseline}
+        return bundle(node_ids=list(self.node_ids), options=options, recipe_text=self.recipe.text,
+                      recipe_path=o.recipe_path, cwd=str(self.config.invocation_params.dir),
+                      numprocesses=getattr(self.config.option, "numprocesses", None))
 
     def finish(self, exitstatus: int) -> None:
         """Session end on the controller: results.json, run.json, baselines, MLflow. Never raises for
@@ -382,6 +399,10 @@ class HwbenchSession:
         manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
         self.writer.write_manifest(manifest)
         self.writer.close()
+        if self.options.write_report:
+            from pytest_hwbench.report.document import write_report_safely
+
+            self.report_warning = write_report_safely(self.writer.dir)
         self._log_mlflow(manifest)
 
     def mlflow_uri(self) -> str | None:

@@ -34,7 +34,9 @@ def screenshot_dir() -> Path:
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(network_log: bool = False) -> Iterator[Any]:
+    """A Selenium driver; ``network_log`` records the DevTools events (``driver.get_log("performance")``) so
+    a test can list every request a page made."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
@@ -49,6 +51,8 @@ def chromium() -> Iterator[Any]:
     options.binary_location = browser
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_bin))
     try:
         yield driver
@@ -94,6 +98,27 @@ def dashboard_process(uri: str, experiment: str, port: int, env: dict[str, str] 
                 proc.wait(timeout=5)
         log.close()
         os.unlink(log.name)
+
+
+def requested_urls(driver: Any) -> list[str]:
+    """URLs of every request the page made since the last call (needs ``chromium(network_log=True)``)."""
+    import json
+
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def full_page_screenshot(driver: Any, path: Path) -> Path:
+    """A PNG of the whole page, not only the window."""
+    import base64
+
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
 
 
 def wait_for_figures(driver: Any, count: int, heading: str, timeout_s: float = 90.0) -> list[Any]:

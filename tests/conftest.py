@@ -22,6 +22,13 @@ with contextlib.suppress(ImportError):
     import redis  # noqa: F401
     import requests  # noqa: F401
 
+with contextlib.suppress(ImportError):  # the report written at the end of a pytester run draws plots
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+    import prometheus_client  # noqa: F401
+
 pytest_plugins = ["pytester"]
 
 

@@ -95,7 +95,10 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
     for reason, n in sorted(reasons.items()):
         tr.write_line(f"SKIP x{n}: {reason}")
     if hw.writer is not None:
-        tr.write_line(f"hwbench report: {hw.writer.dir}")
+        html = hw.writer.dir / "report.html"
+        tr.write_line(f"hwbench report: {html if html.is_file() else hw.writer.dir}")
+    if hw.report_warning:
+        tr.write_line(f"hwbench WARNING: {hw.report_warning}", yellow=True, bold=True)
     if hw.baseline_written:
         tr.write_line(f"hwbench baselines saved for {len(hw.baseline_written)} test(s) under "
                       f"{hw.baseline_dir / hw.testbed}")

@@ -48,6 +48,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.report import progress
 from pytest_hwbench.workloads.loop import (
     EVENT_LOOPS,
     frozen_heap,
@@ -460,6 +461,13 @@ def build_self_check(mode: Mode, records: Sequence[RequestRecord], loop_lag_ns: 
                      contended=contended, client_wait=wait_list, client_demand=demand, machine=machine)
 
 
+def _expected_requests(plan: WorkerPlan) -> int | None:
+    """Requests this plan will send, warm-up included, when known in advance (not for duration-bound runs)."""
+    if plan.mode == "open":
+        return None if plan.offsets_ns is None else len(plan.offsets_ns)
+    return plan.requests + plan.warmup if plan.requests else None
+
+
 class _Runner:
     """Executes one WorkerPlan in the running loop."""
 
@@ -470,6 +478,7 @@ class _Runner:
         self.loop = asyncio.get_running_loop()
         # loop.time() and perf_counter may be different clocks: convert through a fixed offset
         self._loop_minus_perf = self.loop.time() - time.perf_counter_ns() / 1e9
+        self._progress = progress.request_counter(_expected_requests(plan))  # None unless a live line shows
 
     def loop_time(self, perf_ns: int) -> float:
         return perf_ns / 1e9 + self._loop_minus_perf
@@ -499,6 +508,8 @@ class _Runner:
         if rec.end_ns == 0:
             rec.end_ns = time.perf_counter_ns()
         self.records.append(rec)
+        if self._progress is not None:
+            self._progress(len(self.records))
 
     async def _drain(self, tasks: set[asyncio.Task[None]], timeout_s: float | None) -> None:
         if not tasks:

@@ -9,7 +9,7 @@ One *request* is what one ``send(index)`` did: a single command, a pipeline of `
 one SQL operation / transaction (PostgreSQL). One *operation* is one command or one SQL operation; a
 request carries ``op_counts`` (attempted operations per type) and ``op_failed`` (failed ones per type).
 
-Definitions (intervals from ``perf_counter_ns``; *measured* = not warm-up; DESIGN.md pins the rest):
+Definitions (intervals from ``perf_counter_ns``; *measured* = not warm-up; docs/metrics.md has them all):
 
 * Window — first measured send → last measured completion (failed requests included).
 * ``<throughput>`` (``ops_s``, or ``tps`` for a transaction workload) = succeeded operations / window.

@@ -1,11 +1,11 @@
-"""Request records → LLM serving metrics, exactly as pinned in DESIGN.md. Pure numpy, no I/O.
+"""Request records → LLM serving metrics, exactly as pinned in docs/metrics.md. Pure numpy, no I/O.
 
 Definitions (all intervals from ``perf_counter_ns``; *measured* = not warm-up):
 
 * ``ttft_ms`` — send → first chunk carrying generated content.
 * ``itl_ms`` — gaps between consecutive content chunks of a request, pooled over requests.
 * ``tpot_ms`` — (e2el − ttft) / (output_tokens − 1), for requests with output_tokens > 1.
-* ``e2el_ms`` — send → last byte. This is DESIGN.md's ``latency`` (``latency_ms`` is accepted as an alias
+* ``e2el_ms`` — send → last byte. This is the pinned ``latency`` (``latency_ms`` is accepted as an alias
   in per-request SLOs).
 * ``latency_from_intended_ms`` — scheduled send → last byte; open-loop runs only (records with a schedule).
   It includes any time the request waited for the client (late send, max-concurrency queue), so a server
