@@ -187,11 +187,14 @@ def test_capacity_limit_is_queueing_with_no_resource_saturated(pytester: pytest.
 def test_memory_growing_server_is_memory_pressure(pytester: pytest.Pytester) -> None:
     recipe = _recipe("ttft_ms: 5, itl_ms: 2, output_tokens: 8, leak_kb_per_request: 3072", "[4]",
                      "requests_per_user: 15, self_check: warn, " + LAG_LIMITS)
-    _, results = _run(pytester, recipe, "-k", "test_llm_throughput")
+    recipe += "slo:\n  'test_llm_serving.py::*': ['service_rss_mb.max < 150']\n"  # an SLO on a resource metric
+    res, results = _run(pytester, recipe, "-k", "test_llm_throughput")
     (test,) = results["tests"]
     assert test["bottleneck"]["cause"] == MEMORY, test["bottleneck"]
     assert test["bottleneck"]["evidence"][0].startswith("service RSS grew")
     assert test["metrics"]["service_rss_mb"]["summary"]["max"] > 150
+    res.assert_outcomes(failed=1)  # the SLO caught it, and the failure says why
+    res.stdout.fnmatch_lines(["*service_rss_mb.max*150*", "*bottleneck: memory pressure — service RSS grew *"])
 
 
 SLOW_CLIENT = '''

@@ -265,6 +265,10 @@ def test_a_run_records_resource_metrics_and_timelines_with_the_raw_samples(pytes
     assert data["resource.host_cpu_util"].size == data["resource.t_s"].size
     out = res.stdout.str()
     assert "host_mem_used_pct" in out and "host_cpu_util" not in out  # only SLO-named resource rows shown
+    if (run / "report.md").exists():  # the report draws the timelines (and the bottleneck) per test
+        report = (run / "report.md").read_text()
+        assert "Resources" in report and "resource timelines of test_sleepy" in report, report[-2000:]
+        assert "Bottleneck" in report
 
 
 def test_resources_disabled_records_none(pytester: pytest.Pytester) -> None:

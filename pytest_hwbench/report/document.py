@@ -112,6 +112,8 @@ def register_test_section(provider: TestSectionProvider) -> TestSectionProvider:
 # -------------------------------------------------------------------------------------------- building
 
 def build_document(run: RunData) -> Document:
+    from pytest_hwbench.report import resource_timelines  # noqa: F401  (registers the "Resources" block)
+
     counts: dict[str, int] = {}
     for t in run.tests:
         counts[t.verdict] = counts.get(t.verdict, 0) + 1

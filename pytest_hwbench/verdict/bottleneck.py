@@ -157,8 +157,9 @@ def _client(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> list[s
     hot = _stat(series, "loadgen_hot_thread_pct", "p50")
     if facts.has_service and _ge(hot, CLIENT_THREAD_SATURATED_PCT):
         oncpu = _stat(series, "loadgen_hot_thread_oncpu_pct", "p50")
-        ev.append(f"load generator's busiest thread demanded {hot:.0f}% of a core"
-                  + (f" ({oncpu:.0f}% on a CPU, the rest waiting for one)" if oncpu is not None else ""))
+        ev.append(f"load generator's busiest thread demanded {min(hot, 100.0):.0f}% of a core"
+                  + (f" ({min(oncpu, hot, 100.0):.0f}% on a CPU, the rest waiting for one)" if oncpu is not None
+                     else ""))
     return ev
 
 
@@ -231,6 +232,7 @@ def _cpu(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> tuple[str
     if _ge(hot, THREAD_SATURATED_PCT):
         oncpu = _stat(series, f"{prefix}_hot_thread_oncpu_pct", "p50")
         who = "the server's busiest thread" if facts.has_service else "the benchmark's busiest thread"
+        hot, oncpu = min(hot, 100.0), None if oncpu is None else min(oncpu, hot, 100.0)  # type: ignore[type-var]
         ev.append(f"{who} demanded {hot:.0f}% of a core"
                   + (f" ({oncpu:.0f}% on a CPU, {hot - oncpu:.0f}% waiting for one)" if oncpu is not None else ""))
     util = _stat(series, f"{prefix}_cpu_util")

@@ -63,7 +63,8 @@ def definition(name: str) -> ResourceMetric | None:
 
 
 def is_resource_metric(name: str) -> bool:
-    return definition(name) is not None
+    """A resource metric, or a stored timeline (``resource.<series>`` in the raw samples)."""
+    return name.startswith("resource.") or definition(name) is not None
 
 
 def trial_metrics(timeline: Timeline) -> list[tuple[ResourceMetric, np.ndarray]]:

@@ -127,15 +127,20 @@ class _SamplingThread:
         self.wake = threading.Event()
         self.jobs: list[SamplingJob] = []
         self.native_id = 0
+        self.closed = False  # set (under ``lock``) when the thread exits after idling
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hwbench-sampler", daemon=True)
         self._thread.start()
         self._started.wait(5.0)
 
-    def add(self, job: SamplingJob) -> None:
+    def add(self, job: SamplingJob) -> bool:
+        """Queue ``job``; False when this thread has already exited (idle), so the caller needs a new one."""
         with self.lock:
+            if self.closed:
+                return False
             self.jobs.append(job)
         self.wake.set()
+        return True
 
     def finish(self, job: SamplingJob) -> Timeline:
         """Remove ``job`` and close its last interval here (when it has one worth measuring)."""
@@ -164,17 +169,23 @@ class _SamplingThread:
                         job.tick()
                     job.poked = False
                 timeout = min(((j.deadline - now_ns()) / 1e9 for j in self.jobs), default=None)
-            self.wake.wait(None if timeout is None else max(timeout, 0.0))
+            if not self.wake.wait(_IDLE_EXIT_S if timeout is None else max(timeout, 0.0)) and timeout is None:
+                with self.lock:
+                    if not self.jobs:  # idle for a while: exit, so no thread outlives its use
+                        self.closed = True
+                        return
             self.wake.clear()
 
 
+_IDLE_EXIT_S = 30.0
 _THREAD: list[_SamplingThread] = []
 _THREAD_LOCK = threading.Lock()
 
 
-def sampling_thread() -> _SamplingThread:
+def sampling_thread(renew: bool = False) -> _SamplingThread:
+    """The process's sampling thread, started on first use (and again after it exited while idle)."""
     with _THREAD_LOCK:
-        if not _THREAD or not _THREAD[0]._thread.is_alive():
+        if renew or not _THREAD or _THREAD[0].closed or not _THREAD[0]._thread.is_alive():
             _THREAD[:] = [_SamplingThread()]
         return _THREAD[0]
 
@@ -195,6 +206,7 @@ class ResourceMonitor:
         self.targets: list[Target] | None = None
         self._sources: list[Source] | None = None
         self._job: SamplingJob | None = None
+        self._thread: _SamplingThread | None = None
         self._self_cost = _SelfCost()
         self._windows: list[tuple[int, int]] = []
         self._open: int | None = None
@@ -239,13 +251,16 @@ class ResourceMonitor:
         """Start sampling a measured trial (returns at once: the first reading is taken on the thread)."""
         if self._job is not None:
             self.end_trial()
-        thread = sampling_thread()
-        self._self_cost.tid = thread.native_id
         if self._sources is None:
             self._sources = self._build_sources()
         self._windows, self._open = [], None
         self._job = SamplingJob(list(self._sources), self.interval_s)
-        thread.add(self._job)
+        thread = sampling_thread()
+        if not thread.add(self._job):  # it exited (idle) between the check and the add
+            thread = sampling_thread(renew=True)
+            thread.add(self._job)
+        self._thread = thread
+        self._self_cost.tid = thread.native_id
         _ACTIVE.append(self)
 
     def end_trial(self) -> Timeline | None:
@@ -258,7 +273,7 @@ class ResourceMonitor:
         if self._open is not None:
             self._windows.append((self._open, now_ns()))
             self._open = None
-        timeline = sampling_thread().finish(job)
+        timeline = self._thread.finish(job) if self._thread is not None else job.timeline
         for err in job.errors:
             if err not in self.notes:
                 self.notes.append(err)
@@ -279,13 +294,15 @@ class ResourceMonitor:
         if job is None:
             yield
             return
-        sampling_thread().poke(job)
+        thread = self._thread
+        assert thread is not None
+        thread.poke(job)
         start = now_ns()
         try:
             yield
         finally:
             self._windows.append((start, now_ns()))
-            sampling_thread().poke(job)
+            thread.poke(job)
 
     def mark(self, start_ns: int, end_ns: int) -> None:
         """Mark ``[start_ns, end_ns]`` (``perf_counter_ns`` instants) as measured, after the fact."""

@@ -71,8 +71,9 @@ class ProcessTreeSource:
 
     Series (``<prefix>`` is ``service`` or ``loadgen``): ``<prefix>_cpu_util`` (% of one core, summed over
     the tree), ``<prefix>_rss_mb``, ``<prefix>_hot_thread_pct`` (demand of the busiest thread: on CPU +
-    waiting for a CPU, % of wall time), ``<prefix>_hot_thread_oncpu_pct``, ``<prefix>_runq_wait_pct``
-    (summed run-queue wait, % of one core: CPU starvation), ``<prefix>_threads``, ``<prefix>_io_read_mb_s``,
+    waiting for a CPU, % of wall time; a tick may read a little over 100, see ``sample``),
+    ``<prefix>_hot_thread_oncpu_pct``, ``<prefix>_runq_wait_pct`` (summed run-queue wait, % of one core: CPU
+    starvation), ``<prefix>_threads``, ``<prefix>_io_read_mb_s``,
     ``<prefix>_io_write_mb_s``, ``<prefix>_alive`` (1 while the root process lives).
 
     ``exclude_pids`` (called at each re-listing) removes other trees nested in this one: the load generator
@@ -168,8 +169,10 @@ class ProcessTreeSource:
                     hot, hot_oncpu = run + wait, run
             out[f"{p}_cpu_util"] = 100.0 * oncpu_total
             out[f"{p}_runq_wait_pct"] = 100.0 * wait_total
-            out[f"{p}_hot_thread_pct"] = min(100.0, 100.0 * hot)
-            out[f"{p}_hot_thread_oncpu_pct"] = min(100.0, 100.0 * hot_oncpu)
+            # Not clipped at 100: the kernel accounts a wait when the thread next gets a CPU, so a tick may show
+            # a little over 100 after one that showed under; clipping would bias every average low.
+            out[f"{p}_hot_thread_pct"] = 100.0 * hot
+            out[f"{p}_hot_thread_oncpu_pct"] = 100.0 * hot_oncpu
         else:
             out[f"{p}_cpu_util"] = 100.0 * rate(cpu_s, cpu_s0, dt)
         return out
