@@ -1,6 +1,6 @@
 """pytest-hwbench: benchmarks as pytest tests, with per-test SLO and baseline verdicts.
 
-The package is laid out as the data flow (see DESIGN.md): ``recipe`` -> ``services`` -> ``workloads`` ->
+The package is laid out as the data flow (see docs/architecture.md): ``recipe`` -> ``services`` -> ``workloads`` ->
 ``measure`` -> ``verdict`` -> ``report``; ``plugin`` only wires pytest hooks to them and ``session`` holds
 the one per-session state object.
 """

@@ -3,7 +3,7 @@
 ``plugin.py`` creates it in ``pytest_configure`` and calls it from hooks. On an xdist worker it measures and
 judges (verdicts must fail the test itself, so they are computed where the test runs); on the controller
 (or in a plain run) it also writes: results, raw samples, baselines, the run manifest and MLflow. Workers
-hand their results over in ``report.user_properties`` as plain JSON types (DESIGN.md, Conventions).
+hand their results over in ``report.user_properties`` as plain JSON types (docs/architecture.md, Conventions).
 """
 
 from __future__ import annotations

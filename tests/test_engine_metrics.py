@@ -1,4 +1,4 @@
-"""LLM metrics from hand-made records: every formula of DESIGN.md checked on numbers worked out by hand."""
+"""LLM metrics from hand-made records: every formula of docs/metrics.md checked on numbers worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Machine fingerprint: what this box is, and the testbed slug that keys its baselines.
 
-Why it exists (DESIGN.md, Verdicts): a benchmark number means nothing without the machine it came from.
+Why it exists (docs/verdicts.md): a benchmark number means nothing without the machine it came from.
 The fingerprint serves two purposes:
 
 * **Keying.** Baselines are stored per *machine class* (the testbed), not per host, so that a fleet of

@@ -4,7 +4,7 @@ A ``Metric`` lives in the ``hwbench`` fixture while the test runs: samples are k
 in one growable ``array('d')`` each (a value appended costs a few hundred ns; a numpy array per value cost
 ~4 µs and a pointer per sample), turned into numpy once when the test is summarised.
 ``MetricResult`` is what comes out: summary of the pooled samples plus one value per trial (the trial's
-median), which is the evidence the baseline comparison resamples (DESIGN.md, Verdicts).
+median), which is the evidence the baseline comparison resamples (docs/verdicts.md).
 """
 
 from __future__ import annotations

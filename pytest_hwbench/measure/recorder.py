@@ -1,7 +1,7 @@
 """The ``hwbench`` fixture object: where a test records its measurements.
 
 The plugin calls the test body once per trial (``warmup`` discarded trials, then ``repetitions`` measured
-ones, DESIGN.md "Verdicts": evidence is repeated trials), so a test records each metric once per call and
+ones, docs/verdicts.md: evidence is repeated trials), so a test records each metric once per call and
 the recorder files the values under the current trial. Values are kept as float64 numpy arrays.
 """
 

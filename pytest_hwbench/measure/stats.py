@@ -1,8 +1,8 @@
-"""Statistics over raw samples: the pinned summary (DESIGN.md) and its confidence intervals.
+"""Statistics over raw samples: the pinned summary (docs/architecture.md) and its confidence intervals.
 
 Why the intervals are computed the way they are
 -----------------------------------------------
-DESIGN.md pins "p50 p90 p95 p99 p99.9, each with a bootstrap CI". A Monte-Carlo bootstrap of a percentile
+docs/metrics.md pins "p50 p90 p95 p99 p99.9, each with a bootstrap CI". A Monte-Carlo bootstrap of a percentile
 over millions of latency samples would cost ``resamples x n`` work and memory, and it would be random: two
 runs over the same data would print different intervals. We compute the *same* interval exactly instead.
 

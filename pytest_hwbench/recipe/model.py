@@ -35,7 +35,7 @@ class MetricPolicy:
 
 @dataclass(frozen=True)
 class BaselinePolicy:
-    """How baselines are stored and compared (DESIGN.md, Verdicts)."""
+    """How baselines are stored and compared (docs/verdicts.md)."""
 
     dir: str = "baselines"
     tolerance: float = 0.05

@@ -12,7 +12,7 @@ Why it looks like this:
   (recipe, testbed, git commit, overall verdict) so sessions can be compared; each child carries one test's
   params, ``<metric>.<stat>`` metrics and verdict tags, so a test's trend across sessions is one
   ``search_runs`` filter (``tags.test_id = '...'``) away.
-* **Secrets never reach MLflow** (DESIGN.md, Conventions): every string that becomes a key, value, run name
+* **Secrets never reach MLflow** (docs/architecture.md, Conventions): every string that becomes a key, value, run name
   or artifact is passed through the redactor first, even though callers are expected to have redacted
   already; a leak into a shared tracking server cannot be taken back.
 * **Local default works without a server.** ``sqlite:///<abs path>`` URIs use mlflow's SQL store

@@ -167,7 +167,7 @@ class StartContext:
 
 
 def now_s() -> float:
-    """Monotonic seconds; every duration reported here comes from ``perf_counter`` (DESIGN.md clocks)."""
+    """Monotonic seconds; every duration reported here comes from ``perf_counter`` (docs/architecture.md, Clocks)."""
     return time.perf_counter()
 
 

@@ -80,7 +80,7 @@ def start_external(kind: ServiceKind, *, name: str, settings: dict[str, Any], ru
 
 
 def _redact(url: str) -> str:
-    """The URL without a password: the info goes into reports, and credentials must not (DESIGN.md)."""
+    """The URL without a password: the info goes into reports, and credentials must not (docs/architecture.md)."""
     parts = urlsplit(url)
     if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")

@@ -1,1 +1,1 @@
-"""See DESIGN.md: one package per stage of the data flow."""
+"""See docs/architecture.md: one package per stage of the data flow."""

@@ -192,7 +192,7 @@ class SaveRecord:
 class BaselineStore:
     """Baselines of one testbed under ``root``; reads each module file once per session.
 
-    Under pytest-xdist only the controller saves (DESIGN.md, Conventions); the file lock additionally
+    Under pytest-xdist only the controller saves (docs/architecture.md, Conventions); the file lock additionally
     keeps two separate pytest processes (two CI jobs on one checkout) from losing each other's updates.
     """
 

@@ -1,6 +1,6 @@
 """Workloads: generate load against a service and record what every request did.
 
-Data flow (DESIGN.md): a protocol client turns one request index into one ``RequestRecord``; the engine
+Data flow (docs/architecture.md): a protocol client turns one request index into one ``RequestRecord``; the engine
 decides *when* each index is sent (closed or open loop, warm-up, caps, several processes) and checks that
 it kept up; ``llm_metrics`` turns records into the pinned metrics that ``measure`` summarises.
 

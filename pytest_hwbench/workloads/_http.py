@@ -45,7 +45,7 @@ def http_error(status: int, body: bytes) -> tuple[str, str]:
 
 
 def keep_partial(rec: RequestRecord) -> None:
-    """After a failure half-way through a stream, keep what was received (DESIGN: partial results kept):
+    """After a failure half-way through a stream, keep what was received (partial results are kept):
     the first-token instant and the chunk count as an estimated ``tokens_out``."""
     if rec.chunk_ns and rec.first_token_ns is None:
         rec.first_token_ns = rec.chunk_ns[0]

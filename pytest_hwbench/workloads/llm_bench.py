@@ -13,7 +13,7 @@ was the bottleneck measured the client, so it fails the test instead of reportin
 server's), and records into ``hwbench`` for the current trial:
 
 * samples, unit ms, better lower: ``ttft_ms``, ``itl_ms``, ``tpot_ms``, ``e2el_ms`` and, for open-loop
-  runs, ``latency_from_intended_ms`` (definitions pinned in DESIGN.md, computed by ``llm_metrics``);
+  runs, ``latency_from_intended_ms`` (definitions pinned in docs/metrics.md, computed by ``llm_metrics``);
 * scalars, one per trial: ``output_tok_s``, ``total_tok_s``, ``req_s``, ``error_rate`` and, when per-request
   SLOs are given, ``goodput_req_s``;
 * optionally ``prefill_tok_s`` (``record_prefill=True``): input tokens / TTFT per request. Not one of the
@@ -297,7 +297,7 @@ def llm_settings(hwbench: Any) -> LLMSettings:
 # ---------------------------------------------------------------------------------------------- goodput SLOs
 
 def request_slos_for(hwbench: Any, request: Any = None, settings: LLMSettings | None = None) -> dict[str, float]:
-    """Per-request SLOs for goodput ("requests meeting every SLO of the run", DESIGN.md).
+    """Per-request SLOs for goodput ("requests meeting every SLO of the run", docs/metrics.md).
 
     ``settings.llm.goodput`` when given; otherwise read off the run's SLO expressions for this test (recipe
     rules matching its node id, plus the marker's when ``request`` is given): an upper bound on a per-request
@@ -345,7 +345,7 @@ class LLMTarget:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without user info: credentials must not reach reports (DESIGN.md, secrets)."""
+    """``url`` without user info: credentials must not reach reports (docs/architecture.md, Conventions)."""
     parts = urlsplit(url)
     if parts.username or parts.password:
         host = parts.hostname or ""

@@ -3,7 +3,7 @@
 Works with vLLM, SGLang, TGI, llama.cpp's server, LM Studio, Ollama's ``/v1`` and the reference server.
 Streams with SSE and asks for ``stream_options.include_usage`` so that ``tokens_out`` is the server's own
 count; when a server gives no usage, the number of content chunks is used instead and the record says it is
-estimated (DESIGN.md). TTFT is stamped at the first chunk that *carries generated content* — a chat stream's
+estimated (docs/architecture.md). TTFT is stamped at the first chunk that *carries generated content* — a chat stream's
 opening role-only chunk and the final usage chunk do not count. ``reasoning_content`` / ``reasoning``
 (reasoning models) counts as generated content. ``stream=False`` is supported too; the whole answer then
 arrives at once and TTFT equals the end-to-end latency.

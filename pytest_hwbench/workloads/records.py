@@ -1,12 +1,12 @@
 """One record per request: the raw evidence every load metric is computed from.
 
 Why a flat record with integer nanoseconds: the hot path of a load run must stay cheap (one
-``time.perf_counter_ns()`` call and an ``int`` append per streamed chunk), and every metric in DESIGN.md
+``time.perf_counter_ns()`` call and an ``int`` append per streamed chunk), and every metric in docs/metrics.md
 (ttft, itl, tpot, latency, latency_from_intended, throughput window, goodput, error_rate) is a pure
 function of these fields, so the metrics can be recomputed later from the raw records (reports, re-analysis)
 without re-running anything.
 
-Clocks (DESIGN.md): intervals use ``time.perf_counter_ns()``, wall timestamps ``time.time_ns()``. All
+Clocks (docs/architecture.md): intervals use ``time.perf_counter_ns()``, wall timestamps ``time.time_ns()``. All
 ``*_ns`` interval fields of one run share one ``perf_counter_ns`` domain — after a multi-process run the
 records of every worker are rebased onto the parent's domain (see ``multiproc``).
 """

@@ -9,7 +9,7 @@ thread-safe, and the connection pool is sized to the concurrency so no request w
 Per request (``S3Record``, a ``RequestRecord`` with the operation and its byte count):
 
 * ``send_ns`` just before the boto3 call; ``end_ns`` after the last byte (PUT: the response; GET: the end
-  of the body stream). ``latency`` = end − send (DESIGN.md).
+  of the body stream). ``latency`` = end − send (docs/architecture.md).
 * GET only: ``first_byte_ns`` when the response headers arrived and ``first_token_ns`` when the *first
   chunk of the body* arrived — "first-byte latency" of a GET is send → first body chunk (``get_ttfb_ms``).
 * ``nbytes``: the object bytes moved (the body, not HTTP overhead). MB/s uses 10⁶ bytes.
@@ -374,7 +374,7 @@ class S3Metrics:
     """The pinned S3 metrics of one run (measured records only).
 
     * ``ops_s`` — successful requests / window; window = first measured send → last measured completion
-      (failed requests included in the window, as in DESIGN.md).
+      (failed requests included in the window, as in docs/metrics.md).
     * ``put_mb_s`` / ``get_mb_s`` — object bytes of successful PUTs / GETs / window, in 10⁶ B/s.
     * ``put_latency_ms`` / ``get_latency_ms`` — send → last byte; a failed request stays in as a censored
       value (``records.censored_ms``). ``get_ttfb_ms`` — send → first body chunk (successes).

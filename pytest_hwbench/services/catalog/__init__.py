@@ -1,6 +1,6 @@
 """The catalog of service kinds: one module per kind in this package, each calling :func:`register`.
 
-Why discovery by module scan: "a new service kind is one new file" (DESIGN.md) — no list to keep in sync.
+Why discovery by module scan: "a new service kind is one new file" (docs/architecture.md) — no list to keep in sync.
 Third-party packages can add kinds through the ``pytest_hwbench.services`` entry-point group (the entry
 point's object is a ServiceKind subclass or instance; loading it is enough when it calls ``register``).
 """
