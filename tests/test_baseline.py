@@ -224,6 +224,9 @@ def _session(d: dict) -> dict:
     (lambda d: _session(d)["metrics"]["gflops"].update(trial_values="1,2"), f"{S0}.metrics.gflops.trial_values"),
     (lambda d: _session(d)["metrics"]["gflops"].update(trial_values=[1, "2"]),
      f"{S0}.metrics.gflops.trial_values"),
+    (lambda d: _session(d)["metrics"]["gflops"].update(trial_values=[]), f"{S0}.metrics.gflops.trial_values"),
+    (lambda d: _session(d)["metrics"]["gflops"].update(trial_values=[None, None]),
+     f"{S0}.metrics.gflops.trial_values"),
     (lambda d: _session(d)["metrics"]["gflops"]["summary"].pop("p99"), f"{S0}.metrics.gflops.summary"),
     (lambda d: _session(d)["metrics"]["gflops"].update(unit=1), f"{S0}.metrics.gflops.unit"),
 ])

@@ -375,6 +375,11 @@ class BaselineStore:
             values = metric.get("trial_values")
             if not isinstance(values, list) or not all(v is None or _is_number(v) for v in values):
                 raise bad("expected a list of numbers (one per trial)", f"{mwhere}.trial_values")
+            # A null marks a trial in which the metric recorded nothing (the writer stores NaN as null);
+            # a list with no number at all is no evidence, and judging against it would be a silent pass.
+            if not any(_is_number(v) and math.isfinite(v) for v in values):
+                raise bad(f"no trial value (got {json.dumps(values)[:40]}): this session holds no measurement",
+                          f"{mwhere}.trial_values")
             if not isinstance(metric.get("summary"), dict):
                 raise bad("expected an object", f"{mwhere}.summary")
 
