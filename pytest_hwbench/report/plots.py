@@ -69,7 +69,8 @@ def _rc(salt: str) -> dict[str, object]:
     matplotlib.use("Agg", force=False)
     return {"text.color": FG, "axes.labelcolor": FG, "axes.edgecolor": FG, "xtick.color": FG, "ytick.color": FG,
             "axes.titlecolor": FG, "grid.color": GRID, "axes.grid": True, "grid.linewidth": 0.6,
-            "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),  # type: ignore[attr-defined]  # runtime re-export "figure.facecolor": "none",
+            "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),  # type: ignore[attr-defined]  # runtime re-export
+            "figure.facecolor": "none",
             "axes.facecolor": "none", "savefig.facecolor": "none", "legend.framealpha": 0.0,
             "legend.labelcolor": FG, "svg.fonttype": "none", "svg.hashsalt": salt, "font.size": 9,
             "axes.spines.top": False, "axes.spines.right": False}
