@@ -676,6 +676,7 @@ class ReferenceServer:
         model = body.get("model")
         if model != self.config.model:
             return web.json_response({"error": f"model '{model}' not found"}, status=404)
+        text: str | None
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list):

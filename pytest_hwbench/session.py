@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -33,6 +33,9 @@ from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.bottleneck import attribute_result
 from pytest_hwbench.verdict.result import TestResult
+
+if TYPE_CHECKING:
+    from pytest_hwbench.verdict.baseline import SaveRecord
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
 
@@ -137,7 +140,7 @@ class HwbenchSession:
         self.node_ids: list[str] = []  # every test that ran, in order (the rerun bundle's selection)
         self.baseline_refused: list[str] = []
         self.sweeps: list[dict[str, Any]] = []
-        self._to_save: dict[str, tuple[dict[str, MetricResult], dict[str, Any]]] = {}
+        self._to_save: dict[str, SaveRecord] = {}
 
     # -- lazily computed environment --------------------------------------------------------------------
     @cached_property
@@ -331,9 +334,10 @@ class HwbenchSession:
     def add_skip(self, report: pytest.TestReport) -> None:
         """Record a skipped hwbench test (e.g. the recipe provides no such service) so it shows."""
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        payload = {"test_id": report.nodeid, "name": report.nodeid.split("::")[-1], "outcome": "skipped",
-                   "verdict": "SKIP", "skip_reason": reason, "metrics": {}, "slo": [], "baseline": None,
-                   "failures": [], "warnings": []}
+        payload: dict[str, Any] = {
+            "test_id": report.nodeid, "name": report.nodeid.split("::")[-1], "outcome": "skipped",
+            "verdict": "SKIP", "skip_reason": reason, "metrics": {}, "slo": [], "baseline": None,
+            "failures": [], "warnings": []}
         self.results[report.nodeid] = payload
         self._writer().append_result(redact(payload, self.recipe.secret_values))
 
@@ -424,6 +428,7 @@ class HwbenchSession:
                               probe_retries=self.recipe.mlflow.probe_retries)
         self.mlflow_warning = outcome.warning
         if not outcome.ok and outcome.warning:
+            assert self.mlflow_warning is not None  # it is outcome.warning, just checked
             self.mlflow_warning += f" (log it later: hwbench mlflow upload {self.writer.dir})"
         self.mlflow_run_id = outcome.parent_run_id if outcome.ok else None
 

@@ -58,7 +58,8 @@ class SessionSource:
 
 
 def _graph(fig: Any, name: str) -> dcc.Graph:
-    config = {**F.GRAPH_CONFIG, "toImageButtonOptions": {**F.GRAPH_CONFIG["toImageButtonOptions"],
+    # Any: dash >= 3 types ``config`` as a TypedDict that a plain dict does not satisfy (dash 2 does not type it)
+    config: Any = {**F.GRAPH_CONFIG, "toImageButtonOptions": {**F.GRAPH_CONFIG["toImageButtonOptions"],
                                                          "filename": f"hwbench-{name}"}}
     return dcc.Graph(figure=fig, config=config, id=f"fig-{name}", className="hwbench-figure")
 
@@ -103,7 +104,7 @@ def page_compare(sessions: list[SessionRecord], test: str | None, metric: str | 
     comps = D.fleet_spread(sessions, test, metric)
     notes = []
     for c in comps:
-        lines = [html.B(f"{c.testbed}: "), headline(c)]
+        lines: list[Any] = [html.B(f"{c.testbed}: "), headline(c)]
         if c.outlier and c.outlier.env_diff:
             lines += [html.Br(), f"environment of {c.outlier.host} vs the rest: "
                       + "; ".join(f"{ch.key}: {ch.baseline} -> {ch.current}" for ch in c.outlier.env_diff[:5])]

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -108,8 +109,8 @@ def systems_overview(sessions: Sequence[SessionRecord], now: float | None = None
         else:
             health = "ok"
         fp = s.fingerprint
-        gpu = fp.get("gpu") if isinstance(fp.get("gpu"), dict) else {}
-        dmi = fp.get("dmi") if isinstance(fp.get("dmi"), dict) else {}
+        gpu = cast("dict[str, Any]", fp.get("gpu") if isinstance(fp.get("gpu"), dict) else {})
+        dmi = cast("dict[str, Any]", fp.get("dmi") if isinstance(fp.get("dmi"), dict) else {})
         rows.append(SystemRow(testbed=s.testbed, host=s.host, sessions=counts[key], last_run=s.when,
                               last_run_id=s.run_id, verdict=verdict,
                               counts=dict(sorted(per.items(), key=lambda kv: _rank(kv[0]))), health=health,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -15,7 +16,7 @@ from pytest_hwbench.report.fleet import FleetComparison
 from pytest_hwbench_dashboard.data import ModelPoint, SystemPoint, SystemRow, TrendPoint, better_label
 
 #: dcc.Graph config: the modebar always shown, its download button saving a PNG.
-GRAPH_CONFIG = {"displayModeBar": True, "displaylogo": False, "showSendToCloud": False,
+GRAPH_CONFIG: dict[str, Any] = {"displayModeBar": True, "displaylogo": False, "showSendToCloud": False,
                 "modeBarButtonsToRemove": ["sendDataToCloud"],
                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "hwbench"}}
 VERDICT_COLORS = {"PASS": "#2e7d32", "STALE": "#66bb6a", "NO_BASELINE": "#90a4ae", "SKIP": "#cfd8dc",

@@ -31,7 +31,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_hwbench.measure.gpu import gpu_inventory
 
@@ -456,14 +456,15 @@ def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> 
             out.append(f"{label} {latest[key]} at baseline, {current[key]} now")
     for key, label in (("load_at_start", "machine load at test start"),
                        ("load_other", "CPU used by other processes during the trials")):
-        loads = [s.get(key) for s in stored if isinstance(s.get(key), (int, float))]
+        loads = cast("list[float]", [s.get(key) for s in stored if isinstance(s.get(key), (int, float))])
         now = current.get(key)
         if loads and isinstance(now, (int, float)) and not (
                 min(loads) - LOAD_MARGIN <= now <= max(loads) + LOAD_MARGIN):
             span = f"{min(loads):.0%}" if len(loads) == 1 else f"{min(loads):.0%}-{max(loads):.0%}"
             out.append(f"{label}: {span} of all CPUs at baseline, {now:.0%} now")
     busy_now = current.get("load_other")
-    busy_then = [s.get("load_other") for s in stored if isinstance(s.get("load_other"), (int, float))]
+    busy_then = cast("list[float]",
+                     [s.get("load_other") for s in stored if isinstance(s.get("load_other"), (int, float))])
     if isinstance(busy_now, (int, float)) and busy_now >= CONTENDED:
         out.append(f"the machine was contended: other processes used {busy_now:.0%} of all CPUs during "
                    "the trials")

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -317,7 +317,7 @@ def _bootstrap_order_stat_quantiles(n: int, ks: Sequence[int], alphas: Sequence[
         ok = bdtrc(k - 1, n, mid / n) >= alpha  # = P(Binomial(n, mid/n) >= k)
         hi = np.where(active & ok, mid, hi)
         lo = np.where(active & ~ok, mid, lo)
-    return (hi - 1).tolist()
+    return cast("list[int]", (hi - 1).tolist())  # numpy stubs type tolist() loosely
 
 
 def _mean_and_stdev(part: np.ndarray, n: int, total: float, max_abs: float) -> tuple[float, float]:

@@ -271,11 +271,11 @@ def test_section(run: RunData, t: TestRecord, index: int) -> TestSection:
                 for s in t.slo]
     baseline_rows = []
     if t.baseline:
-        for m in t.baseline.metrics:
-            lo_hi = (m.ci_low - 1, m.ci_high - 1) if m.ci_low is not None and m.ci_high is not None else None
-            baseline_rows.append([m.status, m.metric, fmt(m.baseline_median), fmt(m.current_median),
-                                  f"{(m.ratio - 1) * 100:+.1f}%" if m.ratio is not None else "-", _ci(lo_hi, pct=True),
-                                  _tolerance(m.tolerance, m.better)])
+        for c in t.baseline.metrics:
+            lo_hi = (c.ci_low - 1, c.ci_high - 1) if c.ci_low is not None and c.ci_high is not None else None
+            baseline_rows.append([c.status, c.metric, fmt(c.baseline_median), fmt(c.current_median),
+                                  f"{(c.ratio - 1) * 100:+.1f}%" if c.ratio is not None else "-", _ci(lo_hi, pct=True),
+                                  _tolerance(c.tolerance, c.better)])
     key = f"{index:03d}-" + anchor_of(t.test_id)[2:][:60]
     plots: list[Plot] = []
     from pytest_hwbench.measure.samplers.metrics import is_resource_metric

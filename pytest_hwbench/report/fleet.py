@@ -135,7 +135,7 @@ class RandomEffects:
     icc: float | None
 
 
-def one_way_random_effects(groups: Sequence[Sequence[float]]) -> RandomEffects:
+def one_way_random_effects(groups: Sequence[Sequence[float] | np.ndarray]) -> RandomEffects:
     data = [np.asarray(g, dtype=float) for g in groups if len(g) > 0]
     k = len(data)
     n_total = sum(g.size for g in data)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_hwbench.errors import HwbenchInputError
 
@@ -120,7 +120,7 @@ def _finite(value: Any) -> float | None:
 def _metric(name: str, data: Mapping[str, Any]) -> MetricSeries | None:
     if not isinstance(data, Mapping):
         return None
-    summary = data.get("summary") if isinstance(data.get("summary"), Mapping) else {}
+    summary = cast("Mapping[str, Any]", data.get("summary") if isinstance(data.get("summary"), Mapping) else {})
     trials = tuple(v for v in (_finite(x) for x in data.get("trial_values") or ()) if v is not None)
     median = _finite(summary.get("p50", summary.get("median")))
     ci_raw = (summary.get("ci") or {}).get("p50") if isinstance(summary.get("ci"), Mapping) else None
@@ -167,9 +167,10 @@ def session_from_docs(manifest: Mapping[str, Any], results: Mapping[str, Any] | 
     """A SessionRecord from the two documents of a run directory (``run.json``, ``results.json``)."""
     tests_raw = results.get("tests", []) if isinstance(results, Mapping) else list(results)
     tests = tuple(t for t in (_test(r) for r in tests_raw if isinstance(r, Mapping)) if t is not None)
-    fp = manifest.get("fingerprint") if isinstance(manifest.get("fingerprint"), Mapping) else {}
-    recipe = manifest.get("recipe") if isinstance(manifest.get("recipe"), Mapping) else {}
-    git = manifest.get("git") if isinstance(manifest.get("git"), Mapping) else {}
+    fp = cast("Mapping[str, Any]",
+              manifest.get("fingerprint") if isinstance(manifest.get("fingerprint"), Mapping) else {})
+    recipe = cast("Mapping[str, Any]", manifest.get("recipe") if isinstance(manifest.get("recipe"), Mapping) else {})
+    git = cast("Mapping[str, Any]", manifest.get("git") if isinstance(manifest.get("git"), Mapping) else {})
     testbed = manifest.get("testbed") or (results.get("testbed") if isinstance(results, Mapping) else None)
     return SessionRecord(
         run_id=str(manifest.get("run_id") or (results.get("run_id") if isinstance(results, Mapping) else "")
@@ -314,7 +315,7 @@ def _session_from_mlflow(client: Any, uri: str, run: Any, cache: bool) -> Sessio
         except (OSError, json.JSONDecodeError):
             continue
     tags = run.data.tags
-    manifest = docs.get("run.json") if isinstance(docs.get("run.json"), Mapping) else {}
+    manifest = cast("Mapping[str, Any]", docs.get("run.json") if isinstance(docs.get("run.json"), Mapping) else {})
     manifest = dict(manifest)
     manifest.setdefault("run_id", tags.get("hwbench.run_id") or run.info.run_name)
     manifest.setdefault("testbed", tags.get("testbed"))

@@ -45,7 +45,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_hwbench.report.redact import Redactor, process_redactor
 
@@ -291,9 +291,9 @@ class _Entities:
                 tags.pop(0)
             room = MAX_ENTITIES_PER_BATCH - len(p_chunk) - len(t_chunk)
             while metrics and room > 0 and size + MAX_KEY_LENGTH + 96 <= MAX_BATCH_BYTES:
-                k, v, ts, step = metrics.pop(0)
+                k, value, ts, step = metrics.pop(0)
                 size += len(k) + 96
-                m_chunk.append(Metric(k, v, ts, step))
+                m_chunk.append(Metric(k, value, ts, step))
                 room -= 1
             yield m_chunk, p_chunk, t_chunk
 
@@ -439,9 +439,9 @@ def _env_tags(manifest: Mapping[str, Any]) -> dict[str, Any]:
     fp = manifest.get("fingerprint")
     if not isinstance(fp, Mapping):
         return {}
-    gpu = fp.get("gpu") if isinstance(fp.get("gpu"), Mapping) else {}
-    dmi = fp.get("dmi") if isinstance(fp.get("dmi"), Mapping) else {}
-    osr = fp.get("os") if isinstance(fp.get("os"), Mapping) else {}
+    gpu = cast("Mapping[str, Any]", fp.get("gpu") if isinstance(fp.get("gpu"), Mapping) else {})
+    dmi = cast("Mapping[str, Any]", fp.get("dmi") if isinstance(fp.get("dmi"), Mapping) else {})
+    osr = cast("Mapping[str, Any]", fp.get("os") if isinstance(fp.get("os"), Mapping) else {})
     return {
         "host": fp.get("hostname"),
         "env.kernel": fp.get("kernel"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +52,7 @@ def render(plot: Plot) -> Rendered:
     """Draw ``plot`` once; return the PNG (light, white background) and the themable inline SVG."""
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(_rc(plot.key)):
+    with plt.rc_context(_rc(plot.key)):  # type: ignore[arg-type]  # the stubs want each rc key as a Literal
         fig = plot.draw()
         try:
             png, svg = io.BytesIO(), io.StringIO()
@@ -69,7 +69,8 @@ def _rc(salt: str) -> dict[str, object]:
     matplotlib.use("Agg", force=False)
     return {"text.color": FG, "axes.labelcolor": FG, "axes.edgecolor": FG, "xtick.color": FG, "ytick.color": FG,
             "axes.titlecolor": FG, "grid.color": GRID, "axes.grid": True, "grid.linewidth": 0.6,
-            "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)), "figure.facecolor": "none",
+            "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),  # type: ignore[attr-defined]  # runtime re-export
+            "figure.facecolor": "none",
             "axes.facecolor": "none", "savefig.facecolor": "none", "legend.framealpha": 0.0,
             "legend.labelcolor": FG, "svg.fonttype": "none", "svg.hashsalt": salt, "font.size": 9,
             "axes.spines.top": False, "axes.spines.right": False}
@@ -138,7 +139,7 @@ def distribution_plot(key: str, title: str, samples: dict[str, np.ndarray],
 
 
 def trials_plot(key: str, title: str, metrics: dict[str, MetricResult],
-                sessions: dict[str, Sequence[Sequence[float]]]) -> Plot | None:
+                sessions: Mapping[str, Sequence[Sequence[float]]]) -> Plot | None:
     """Per metric, each stored baseline session's per-trial values, then this run's (one dot per trial,
     the median as a bar): a shift of this run against the spread of the sessions is what the gate judges."""
     names = [n for n in sorted(metrics) if sessions.get(n)][:MAX_PANELS]
@@ -202,7 +203,8 @@ def sweep_plot(key: str, title: str, s: SweepSeries) -> Plot:
         ax.plot(loads, tput, marker="o", color=PALETTE[0], label=f"{s.throughput_name} (median)")
         bad = [(x, y) for x, y, ok in zip(loads, tput, s.slo_ok, strict=True) if not ok]
         if s.has_slo and bad:
-            ax.scatter(*zip(*bad, strict=True), marker="x", color=PALETTE[3], s=60, zorder=4, label="SLO missed")
+            ax.scatter(*zip(*bad, strict=True), marker="x", color=PALETTE[3], s=60, zorder=4,  # type: ignore[misc]
+                       label="SLO missed")  # (x, y) pairs unzip to exactly x and y; mypy cannot count them
         ax.set_xlabel(s.load_param)
         ax.set_ylabel(f"{s.throughput_name} [{s.throughput_unit}]", color=PALETTE[0])
         handles, labels = ax.get_legend_handles_labels()

@@ -271,8 +271,8 @@ class BaselineStore:
                 with lock:
                     raw = self._read_raw(path) if path.exists() else None
                     tests = {tid: _as_history(e) for tid, e in (raw["tests"] if raw else {}).items()}
-                    for test_id, session in entries.items():
-                        history = tests.get(test_id, {"sessions": []})["sessions"] + [session]
+                    for test_id, entry in entries.items():
+                        history = tests.get(test_id, {"sessions": []})["sessions"] + [entry]
                         tests[test_id] = {"sessions": history[-max(keep, 1):]}
                     doc = {"schema": SCHEMA_VERSION, "testbed": self.testbed, "tests": tests}
                     write_json_atomic(path, doc)

@@ -45,7 +45,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 CLIENT_BOUND = "client-bound"
 MEMORY = "memory pressure"
@@ -148,7 +148,7 @@ def _stat(series: Mapping[str, Mapping[str, Any]], name: str, stat: str = "mean"
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def _ge(value: float | None, bound: float) -> bool:
+def _ge(value: float | None, bound: float) -> TypeGuard[float]:
     return value is not None and value >= bound
 
 
@@ -232,7 +232,7 @@ def _cpu(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -> tuple[str
     if _ge(hot, THREAD_SATURATED_PCT):
         oncpu = _stat(series, f"{prefix}_hot_thread_oncpu_pct", "p50")
         who = "the server's busiest thread" if facts.has_service else "the benchmark's busiest thread"
-        hot, oncpu = min(hot, 100.0), None if oncpu is None else min(oncpu, hot, 100.0)  # type: ignore[type-var]
+        hot, oncpu = min(hot, 100.0), None if oncpu is None else min(oncpu, hot, 100.0)
         ev.append(f"{who} demanded {hot:.0f}% of a core"
                   + (f" ({oncpu:.0f}% on a CPU, {hot - oncpu:.0f}% waiting for one)" if oncpu is not None else ""))
     util = _stat(series, f"{prefix}_cpu_util")

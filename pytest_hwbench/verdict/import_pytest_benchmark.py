@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,8 +80,8 @@ def read_run(path: str | Path, trials: int = 3) -> ImportedRun:
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise HwbenchInputError("not a pytest-benchmark file: no 'benchmarks' list", file=str(p),
                                 field="benchmarks", fix=_FIX)
-    machine = doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {}
-    commit = doc.get("commit_info") if isinstance(doc.get("commit_info"), dict) else {}
+    machine = cast("dict[str, Any]", doc.get("machine_info") if isinstance(doc.get("machine_info"), dict) else {})
+    commit = cast("dict[str, Any]", doc.get("commit_info") if isinstance(doc.get("commit_info"), dict) else {})
     env = {"imported_from": "pytest-benchmark", "pytest_benchmark": {
         "version": doc.get("version"), "machine_info": machine,
         "commit_info": {k: commit.get(k) for k in ("id", "branch", "time", "dirty") if k in commit}}}
@@ -107,7 +107,7 @@ def read_run(path: str | Path, trials: int = 3) -> ImportedRun:
         records[name] = SaveRecord(metrics={METRIC: metric}, environment=env,
                                    commit=commit.get("id") if isinstance(commit.get("id"), str) else None,
                                    run_id=f"pytest-benchmark:{p.name}")
-    stamp = doc.get("datetime") if isinstance(doc.get("datetime"), str) else ""
+    stamp = cast(str, doc.get("datetime") if isinstance(doc.get("datetime"), str) else "")
     return ImportedRun(path=p, saved_at=stamp, records=records)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 from pytest_hwbench.workloads.records import ErrorClass, RequestRecord
 
@@ -70,8 +70,9 @@ async def transmit(http: Any, request: bytes, sink: Any, rec: RequestRecord) -> 
     """
     rec.send_wall_ns = time.time_ns()
     rec.send_ns = _perf()
+    failure: tuple[str, str] | None  # (error class, detail), as http1.Failure
     try:
-        failure = await http.request(request, sink)
+        failure = cast("tuple[str, str] | None", await http.request(request, sink))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a bug here must become a record, not end the run

@@ -43,7 +43,7 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -406,7 +406,7 @@ def build_self_check(mode: Mode, records: Sequence[RequestRecord], loop_lag_ns: 
             span_s = (sends.max() - sends.min()) / 1e9
             offered = (len(sched) - 1) / span_i if span_i > 0 else math.inf
             achieved = (len(sched) - 1) / span_s if span_s > 0 else math.inf
-            on_time = np.array([r.send_ns - r.intended_ns for r in sched if r.queued_ns == 0],
+            on_time = np.array([r.send_ns - cast(int, r.intended_ns) for r in sched if r.queued_ns == 0],
                                dtype=np.float64) / 1e6
             send_lag = _pct(on_time)
             if on_time.size and send_lag["p99"] > limits.max_send_lag_p99_ms:

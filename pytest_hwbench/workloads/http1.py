@@ -205,6 +205,7 @@ class _Conn(asyncio.Protocol):
 
     # -- parsing
     def _consume(self, data: bytes, t: int) -> None:
+        buf: bytes | None  # None when _head() needs more bytes for the response head
         buf = self.buf + data if self.buf else data
         self.buf = b""
         if self.state == _HEAD:

@@ -113,8 +113,8 @@ def parse_mix(mix: str | Mapping[str, Any], allowed: Sequence[str], *, field: st
     elif isinstance(mix, str) and mix.strip():
         text = mix.strip()
         if "=" in text and text.count("=") == 1 and "," not in text:
-            names, weights = text.split("=")
-            n, w = _MIX_SPLIT.split(names.strip()), _MIX_SPLIT.split(weights.strip())
+            names, weights_text = text.split("=")
+            n, w = _MIX_SPLIT.split(names.strip()), _MIX_SPLIT.split(weights_text.strip())
             if len(n) != len(w):
                 raise HwbenchInputError(f"{mix!r}: {len(n)} operations but {len(w)} weights", field=field,
                                         fix=fix)

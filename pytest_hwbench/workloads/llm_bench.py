@@ -384,7 +384,7 @@ def discover_model(protocol: str, base_url: str, api_key: str | None = None, tim
                                 fix="name the model in the recipe (settings.llm.model or the service's model)") \
             from None
     items = data.get("models" if protocol == "ollama" else "data") if isinstance(data, dict) else None
-    names = [m.get("name" if protocol == "ollama" else "id") for m in items or [] if isinstance(m, dict)]
+    names: list[Any] = [m.get("name" if protocol == "ollama" else "id") for m in items or [] if isinstance(m, dict)]
     names = [n for n in names if isinstance(n, str) and n]
     if not names:
         raise HwbenchInputError(f"the server at {redact_url(url)} lists no model",

@@ -142,7 +142,7 @@ def run_multiprocess(spec: LoadSpec, client_factory: ClientFactory, *, workers: 
     outnumber the cores: on a 2-core box two workers beside a local server measured worse than one.
     """
     plans = make_plans(spec, workers)
-    ctx = mp.get_context(mp_context)
+    ctx: Any = mp.get_context(mp_context)  # typeshed's BaseContext lacks Process; every real context has it
     procs: list[Any] = []
     conns: list[Connection] = []
     try:

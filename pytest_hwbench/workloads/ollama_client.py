@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.workloads._http import StreamFailure, http_error, keep_partial, transmit
@@ -186,7 +186,8 @@ class OllamaClient:
         if status >= 400:
             raise ConnectionError(http_error(status, body)[1])
         data = json.loads(body)
-        return [m.get("name") for m in data.get("models", []) if isinstance(m, dict)]
+        # as the server sent them: a malformed entry may lack a name
+        return cast("list[str]", [m.get("name") for m in data.get("models", []) if isinstance(m, dict)])
 
     async def send(self, index: int) -> RequestRecord:
         """Send request ``index`` (prompt ``index % len(prompts)``) and record what happened."""

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.workloads._http import StreamFailure, api_root, http_error, keep_partial, transmit
@@ -113,6 +113,7 @@ class _SSESink:
                 break
             event, buf = buf[:cut], buf[cut + 2:]
             if event.startswith(b"data:") and b"\n" not in event:
+                payload: bytes | None
                 payload = event[6:] if event[5:6] == b" " else event[5:]
             else:
                 payload = _sse_data(event)
@@ -240,7 +241,8 @@ class OpenAIClient:
         if status >= 400:
             raise ConnectionError(http_error(status, body)[1])
         data = json.loads(body)
-        return [m.get("id") for m in data.get("data", []) if isinstance(m, dict)]
+        # as the server sent them: a malformed entry may lack an id (check_model prints them with str())
+        return cast("list[str]", [m.get("id") for m in data.get("data", []) if isinstance(m, dict)])
 
     async def check_model(self) -> None:
         """Fail early, with the list of served models, when the configured model is not served."""
@@ -313,7 +315,7 @@ class OpenAIClient:
                         text += (msg.get("content") or "") + (msg.get("reasoning_content") or "")
                 else:
                     text += ch.get("text") or ""
-        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+        usage = cast("dict[str, Any]", obj.get("usage") if isinstance(obj.get("usage"), dict) else {})
         llama = llamacpp_timing(obj)
         if llama:
             rec.server_timing = {**(rec.server_timing or {}), **llama}

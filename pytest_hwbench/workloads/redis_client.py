@@ -515,6 +515,7 @@ class _RespConn(asyncio.Protocol):
 
     def _hiredis(self, data: bytes) -> None:
         reader = self.reader
+        assert reader is not None  # only called when a hiredis reader exists
         reader.feed(data)
         while True:
             reply = reader.gets()

@@ -74,6 +74,7 @@ class ArrivalProcess:
         limit_ns = None if duration_s is None else round(duration_s * 1e9)
         if self.kind == "constant":  # exact multiples: no float drift over long schedules
             n = count if limit_ns is None else math.ceil(duration_s * self.rate) + 1  # type: ignore[operator]
+            assert n is not None  # no duration means a count (checked above)
             if count is not None:
                 n = min(n, count)
             out = np.round(np.arange(n, dtype=np.float64) * (1e9 / self.rate)).astype(np.int64)

@@ -89,8 +89,10 @@ class CgroupSource:
 
     def _limits(self) -> tuple[float | None, int | None]:
         """(CPU limit in cores, memory limit in bytes); None when unlimited."""
+        quota: str | int | None  # text of cpu.max (v2), or microseconds (v1)
+        period: str | int | None
         if "unified" in self.dirs:
-            cores = None
+            cores: float | None = None
             try:
                 quota, period = (self.dirs["unified"] / "cpu.max").read_text().split()
                 cores = None if quota == "max" else int(quota) / int(period)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any, TypedDict, cast
 
 import psutil
 
@@ -55,6 +56,18 @@ def read_psi(resource: str) -> float | None:
     return None
 
 
+class _Snapshot(TypedDict):
+    """One reading of the host counters; two of them make one sample."""
+
+    t: int
+    cpu: list[Any]  # psutil scputimes per core
+    swap: tuple[int, int]
+    swap_used: int
+    disk: dict[str, tuple[float, float, float, float]]
+    net: tuple[int, int]
+    psi: dict[str, float | None]
+
+
 class HostSource:
     """Host-wide readings (see the module doc). Series: ``host_cpu_util`` (% of all cores),
     ``host_cpu_core_max`` and ``host_cpu_core<N>`` (% of that core), ``host_iowait_pct``,
@@ -66,9 +79,9 @@ class HostSource:
 
     def __init__(self) -> None:
         self.disks = whole_disks()
-        self._prev: dict[str, object] = {}
+        self._prev = cast("_Snapshot", {})  # filled by prime() before sample()
 
-    def _read(self) -> dict[str, object]:
+    def _read(self) -> _Snapshot:
         swap = psutil.swap_memory()
         net = psutil.net_io_counters()
         return {"t": now_ns(), "cpu": psutil.cpu_times(percpu=True), "swap": (swap.sin, swap.sout),
@@ -83,10 +96,10 @@ class HostSource:
     def sample(self) -> dict[str, float]:
         cur, prev = self._read(), self._prev
         self._prev = cur
-        dt = (cur["t"] - prev["t"]) / 1e9  # type: ignore[operator]
+        dt = (cur["t"] - prev["t"]) / 1e9
         out: dict[str, float] = {}
         busy_cores, iowait = [], 0.0
-        for i, (a, b) in enumerate(zip(prev["cpu"], cur["cpu"], strict=False)):  # type: ignore[call-overload]
+        for i, (a, b) in enumerate(zip(prev["cpu"], cur["cpu"], strict=False)):
             total = sum(b) - sum(a)
             idle = (b.idle - a.idle) + (getattr(b, "iowait", 0.0) - getattr(a, "iowait", 0.0))
             util = 100.0 * (1.0 - idle / total) if total > 0 else 0.0
@@ -101,25 +114,25 @@ class HostSource:
         mem = psutil.virtual_memory()
         out["host_mem_used_pct"] = 100.0 * (1.0 - mem.available / mem.total) if mem.total else 0.0
         out["host_mem_avail_mb"] = mem.available / _MB
-        out["host_swap_used_mb"] = float(cur["swap_used"]) / _MB  # type: ignore[arg-type]
-        (si0, so0), (si1, so1) = prev["swap"], cur["swap"]  # type: ignore[misc]
+        out["host_swap_used_mb"] = float(cur["swap_used"]) / _MB
+        (si0, so0), (si1, so1) = prev["swap"], cur["swap"]
         out["host_swap_in_mb_s"] = rate(si1, si0, dt) / _MB
         out["host_swap_out_mb_s"] = rate(so1, so0, dt) / _MB
         pdisk, cdisk = prev["disk"], cur["disk"]
         if cdisk:
             busy, queue, rd, wr = 0.0, 0.0, 0.0, 0.0
-            for name, (r1, w1, b1, q1) in cdisk.items():  # type: ignore[union-attr]
-                r0, w0, b0, q0 = pdisk.get(name, (r1, w1, b1, q1))  # type: ignore[union-attr]
+            for name, (r1, w1, b1, q1) in cdisk.items():
+                r0, w0, b0, q0 = pdisk.get(name, (r1, w1, b1, q1))
                 busy = max(busy, min(100.0, rate(b1, b0, dt) / 10.0))  # ms busy per s -> %
                 queue = max(queue, rate(q1, q0, dt) / 1000.0)  # weighted ms per s -> requests in flight
                 rd += rate(r1, r0, dt) * 512 / _MB
                 wr += rate(w1, w0, dt) * 512 / _MB
             out.update(disk_busy_pct=busy, disk_queue=queue, disk_read_mb_s=rd, disk_write_mb_s=wr)
-        (rx0, tx0), (rx1, tx1) = prev["net"], cur["net"]  # type: ignore[misc]
+        (rx0, tx0), (rx1, tx1) = prev["net"], cur["net"]
         out["net_rx_mb_s"] = rate(rx1, rx0, dt) / _MB
         out["net_tx_mb_s"] = rate(tx1, tx0, dt) / _MB
-        for res, total1 in cur["psi"].items():  # type: ignore[union-attr]
-            total0 = prev["psi"].get(res)  # type: ignore[union-attr]
+        for res, total1 in cur["psi"].items():
+            total0 = prev["psi"].get(res)
             if total1 is not None and total0 is not None:
                 out[f"psi_{res}_pct"] = min(100.0, rate(total1, total0, dt) / 1e4)  # us stalled per s -> %
         return out

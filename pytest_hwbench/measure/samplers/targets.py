@@ -28,6 +28,7 @@ def service_pid(svc: Any) -> dict[str, Any] | None:
     """``{"pid": ..., "container": bool}`` for a running service handle, or None when not on this host."""
     info = getattr(svc, "info", {}) or {}
     backend = getattr(svc, "backend", "")
+    pid: int | None
     if backend == "docker":
         container = getattr(svc, "container", None)
         with contextlib.suppress(Exception):

@@ -53,7 +53,7 @@ def list_models(args: argparse.Namespace) -> int:
     for m in sorted(models, key=lambda x: (x.size_bytes, x.id)):
         c = picked.get(m.id)
         status = ("run" if not c.skip_reason else f"skip: {c.skip_reason}") if c else (
-            "not selected" + (f" ({r})" if (r := fit_reason(m, headroom=ms.memory_headroom,
+            "not selected" + (f" ({reason})" if (reason := fit_reason(m, headroom=ms.memory_headroom,
                                                                max_size_gib=ms.max_size_gib, free_bytes=free))
                               else ""))
         rows.append({**m.to_dict(), "status": status})
