@@ -242,7 +242,7 @@ def contended(results: dict) -> bool:
     """True when the machine was contended during a run (then a regression is a WARN that says so)."""
     from pytest_hwbench.measure.fingerprint import CONTENDED
 
-    return any((r.get("conditions") or {}).get("load_other", 0) >= CONTENDED for r in results.values())
+    return any(((r.get("conditions") or {}).get("load_other") or 0) >= CONTENDED for r in results.values())
 
 
 def test_require_baseline_fails_without_one(pytester: pytest.Pytester) -> None:
