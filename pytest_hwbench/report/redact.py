@@ -97,11 +97,25 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets: tuple[str, ...] = ()
+        # Redacted form of strings already seen (default mask only; cleared when the secrets change): every
+        # result payload repeats the same keys and words, and the walk over them was ~0.25 ms per test.
+        self._seen: dict[str, str] = {}
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         merged = set(self.secrets) | {s for s in secrets if isinstance(s, str) and len(s) >= MIN_SECRET_LENGTH}
         self.secrets = tuple(sorted(merged, key=len, reverse=True))
+        self._seen = {}
+
+    def _text_cached(self, value: str) -> str:
+        out = self._seen.get(value)
+        if out is None:
+            out = self.text(value)
+            if len(value) <= 200:  # short, repeated strings only; bounded
+                if len(self._seen) >= 4096:
+                    self._seen = {}
+                self._seen[value] = out
+        return out
 
     def text(self, value: str, mask: str = MASK) -> str:
         for secret in self.secrets:
@@ -119,7 +133,7 @@ class Redactor:
         if isinstance(obj, (int, float)) or obj is None:
             return obj
         if isinstance(obj, str):
-            return self.text(obj)
+            return self._text_cached(obj)
         if isinstance(obj, dict):
             return {self.data(k): self.data(v) for k, v in obj.items()}
         if isinstance(obj, (list, tuple)):

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 CLIENT_BOUND = "client-bound"
@@ -120,7 +120,10 @@ class Attribution:
         return text + f". Next: {self.next_action}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Spelled out rather than ``dataclasses.asdict`` (which deep-copies every field): asdict was a third
+        # of a millisecond per measuring test. Same keys, same order, fresh lists.
+        return {"cause": self.cause, "evidence": list(self.evidence), "next_action": self.next_action,
+                "valid": self.valid, "also": list(self.also)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Attribution:
