@@ -164,7 +164,7 @@ def test_service_versions_are_part_of_the_baseline_environment(pytester: pytest.
     path = next((pytester.path / "baselines" / "tb").glob("*.json"))
     doc = json.loads(path.read_text())
     (entry,) = doc["tests"].values()
-    version = entry["environment"]["services"]["redis"]["binary_version"]
+    version = entry["sessions"][-1]["environment"]["services"]["redis"]["binary_version"]
     assert "redis" in version.lower() or version[0].isdigit()
     path.write_text(path.read_text().replace(json.dumps(version), json.dumps("0.0.1-old")))
     shutil.rmtree(only_run_dir(pytester))
