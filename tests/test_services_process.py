@@ -142,7 +142,9 @@ def test_health_check_that_never_passes_is_bounded(redis_server, services, tmp_p
         services.start(spec("redis", name="cache", health={"http": "/health"}, startup_timeout=1.5))
     assert time.monotonic() - t0 < 15
     text = str(exc.value)
-    assert "health check did not pass within 1.5s (HTTP GET /health" in text
+    # An HTTP probe on a Redis port is a wrong-protocol answer: it fails at once (not after the timeout),
+    # saying what answered, with the service log's tail.
+    assert "health check failed: protocol: /health: not an HTTP answer" in text
     assert "Ready to accept connections" in text and "hint:" in text
     # Stopped even though setup failed: no pid record, no process (checked by the fixture too).
     assert list((tmp_path / "state" / "procs").glob("*.json")) == []
