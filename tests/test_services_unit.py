@@ -79,8 +79,14 @@ def test_unknown_setting_names_field_and_accepted_names(tmp_path):
 
 def test_required_setting_is_reported(tmp_path):
     with pytest.raises(HwbenchInputError) as exc:
-        start(spec("llamacpp", "process", name="llm"), tmp_path)
+        start(spec("vllm", "process", name="llm"), tmp_path)
     assert exc.value.field == "services.llm.model" and "needs 'model'" in str(exc.value)
+
+
+def test_llamacpp_without_a_model_is_unavailable_naming_the_fix(tmp_path):
+    """recipes/llamacpp.yaml with $HWBENCH_GGUF unset: a machine without a model skips, naming the variable."""
+    with pytest.raises(ServiceUnavailable, match="HWBENCH_GGUF=.*hwbench models tiny"):
+        start(spec("llamacpp", "process", name="llm", model=""), tmp_path)
 
 
 def test_bad_backend_is_reported(tmp_path):

@@ -8,10 +8,11 @@ with 503 while the model loads, so first-answer → ready is reported as ``model
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
@@ -50,6 +51,16 @@ class LlamaCpp(ServiceKind):
     }
     _FLAGS: ClassVar[dict[str, str]] = {"ctx_size": "-c", "threads": "-t", "n_gpu_layers": "-ngl",
                                         "parallel": "-np", "batch_size": "-b"}
+
+    def validate(self, name: str, backend: str, settings: Mapping[str, Any], source: str | None = None) -> None:
+        """No model given (recipes/llamacpp.yaml with $HWBENCH_GGUF unset) means "not available on this
+        machine": a skip naming the fix (a failure under HWBENCH_FAIL_ON_UNAVAILABLE=1), not a broken recipe."""
+        if backend != "external" and not str(settings.get("model") or "").strip():
+            where = f"{source}: " if source else ""
+            raise ServiceUnavailable(f"{where}services.{name}.model: no GGUF model given: set "
+                                     "HWBENCH_GGUF=/path/model.gguf (`hwbench models tiny DIR` writes tiny test "
+                                     "models)")
+        super().validate(name, backend, settings, source)
 
     def search_patterns(self) -> tuple[str, ...]:
         return llama_cpp_bin_dirs()
