@@ -85,7 +85,7 @@ def test_required_setting_is_reported(tmp_path):
 
 def test_llamacpp_without_a_model_is_unavailable_naming_the_fix(tmp_path):
     """recipes/llamacpp.yaml with $HWBENCH_GGUF unset: a machine without a model skips, naming the variable."""
-    with pytest.raises(ServiceUnavailable, match="HWBENCH_GGUF=.*hwbench models tiny"):
+    with pytest.raises(ServiceUnavailable, match=r"HWBENCH_GGUF=.*hwbench models tiny"):
         start(spec("llamacpp", "process", name="llm", model=""), tmp_path)
 
 
