@@ -375,7 +375,10 @@ def test_benchmark_recipe_runs_the_sweep_against_the_real_server(pytester: pytes
         metrics = t["metrics"]
         assert {"ops_s", "latency_us", "bytes_s", "error_rate", "ops_s_get", "ops_s_set"} <= set(metrics)
         assert metrics["ops_s"]["unit"] == "ops/s" and len(metrics["ops_s"]["trial_values"]) == 2
-        assert metrics["error_rate"]["summary"]["max"] == 0 and t["verdict"] == "PASS"
+        # PASS, or a WARN that the self-check raised because the 2-core machine (or the client) was the
+        # bottleneck: an invalid measurement is never a PASS, and this test is about the sweep, not the box.
+        assert metrics["error_rate"]["summary"]["max"] == 0
+        assert t["verdict"] == "PASS" or (t["verdict"] == "WARN" and t["invalid"]), (t["verdict"], t["warnings"])
         assert all(s["passed"] for s in t["slo"]) and len(t["slo"]) == 3
         trials = t["extra"]["trials"]
         assert len(trials) == 3 and trials[0]["warmup"] and trials[-1]["counts"]["succeeded_ops"] > 0
