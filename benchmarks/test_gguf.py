@@ -70,9 +70,10 @@ def gguf_model(model: Choice | Selection, n_gpu_layers: int | None) -> Choice:
         if reason:
             pytest.skip(f"n_gpu_layers={n_gpu_layers} needs a GPU: {reason}")
     if isinstance(model, Selection):
-        unavailable(f"no GGUF model selected ({model.found} found; mode {model.mode}) in "
-                    f"{', '.join(model.searched) or 'no place'}: set HWBENCH_MODELS=DIR (recipes/gguf.yaml) or "
-                    "hardware.models.dirs, or write two tiny test models with `hwbench models tiny DIR`")
+        # The fix first: pytest shortens long skip lines in its summary, and the fix is what a reader needs.
+        unavailable("no GGUF model selected: set HWBENCH_MODELS=DIR (recipes/gguf.yaml) or hardware.models.dirs, "
+                    "or write two tiny test models with `hwbench models tiny DIR` "
+                    f"({model.found} found; mode {model.mode}; searched {', '.join(model.searched) or 'no place'})")
     if model.skip_reason:
         pytest.skip(model.skip_reason)
     return model
