@@ -537,3 +537,14 @@ def test_format_env_diff_limits_lines() -> None:
     assert len(format_env_diff(changes, limit=0).splitlines()) == 26
     long = format_env_diff([EnvChange("cmdline", "x" * 500, "y")])
     assert "…" in long and len(long.splitlines()[1]) < 140
+
+
+def test_evidence_metrics_are_not_gated_unless_listed() -> None:
+    """Resource figures and the server's own timings are evidence beside the result, not the result."""
+    from pytest_hwbench.recipe.model import BaselinePolicy
+    from pytest_hwbench.verdict.baseline import judged
+
+    policy = BaselinePolicy()
+    assert judged("ttft_ms", policy) and judged("ops_s", policy)
+    for name in ("ttft_outside_server_ms", "server_prefill_ms", "server_queue_mean_ms", "host_cpu_util"):
+        assert not judged(name, policy), name

@@ -38,6 +38,7 @@ from pytest_hwbench.errors import HwbenchError, HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.recipe.model import BaselinePolicy
 from pytest_hwbench.report.terminal import fmt
+from pytest_hwbench.verdict.baseline import judged
 from pytest_hwbench.verdict.compare import SessionNoise
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
@@ -126,12 +127,6 @@ def judge(name: str, current: MetricResult, sessions: list[list[float]], policy:
                tolerance=c.tolerance, policy=c.inconclusive_policy, message=c.message)
 
 
-def judged(name: str, policy: BaselinePolicy) -> bool:
-    """The gate's rule: resource metrics (CPU, memory, ... sampled during the run) are evidence, compared only
-    when the recipe's ``baseline.metrics`` lists them."""
-    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
-
-    return not is_resource_metric(name) or name in policy.metrics
 
 
 def compare_sides(a: Side, b: Side, policy: BaselinePolicy, policy_source: str) -> Result:

@@ -437,6 +437,17 @@ def compare_settings(policy: BaselinePolicy, metric: str, look: int = 0) -> Comp
                            stale_factor=policy.stale_factor)
 
 
+def judged(name: str, policy: BaselinePolicy) -> bool:
+    """Whether the gate compares a metric with its baseline. Evidence is not gated unless the recipe's
+    ``baseline.metrics`` lists it: resource figures sampled during the run, and what the server reports about
+    its own timing (``server_*``, ``ttft_outside_server_ms``: often tiny, so their relative noise is large).
+    ``hwbench compare`` uses this same rule."""
+    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
+    from pytest_hwbench.workloads.server_timing import is_server_timing_metric
+
+    return not (is_resource_metric(name) or is_server_timing_metric(name)) or name in policy.metrics
+
+
 def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, policy: BaselinePolicy,
                  current_env: Mapping[str, Any], *, noise: SessionNoise | None = None,
                  conditions: Sequence[str] = (), look: int = 0) -> BaselineComparison:
@@ -445,10 +456,8 @@ def compare_test(current: Mapping[str, MetricResult], entry: BaselineEntry, poli
     order (recorded, then missing). Status: FAIL > INCONCLUSIVE > PASS over the metrics (STALE counts as
     PASS, MISSING_METRIC as FAIL), or NEW when nothing could be compared: "nothing compared" must not read
     as a pass."""
-    from pytest_hwbench.measure.samplers.metrics import is_resource_metric
-
-    def gated(name: str) -> bool:  # resource metrics are evidence; compared only when the recipe lists them
-        return not is_resource_metric(name) or name in policy.metrics
+    def gated(name: str) -> bool:
+        return judged(name, policy)
 
     current = {name: result for name, result in current.items() if gated(name)}
     comparisons: list[Comparison] = []

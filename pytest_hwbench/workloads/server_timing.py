@@ -36,6 +36,14 @@ import numpy as np
 
 from pytest_hwbench.workloads.records import RequestRecord
 
+
+def is_server_timing_metric(name: str) -> bool:
+    """A metric this module defines (the server's own account of its timing): evidence beside the client's
+    figures, which the baseline gate leaves out unless the recipe lists it."""
+    return name in ("server_prefill_ms", "server_tpot_ms", "ttft_outside_server_ms") or (
+        name.startswith("server_") and name.endswith("_mean_ms"))
+
+
 #: llama.cpp's per-request ``timings`` fields kept in ``RequestRecord.server_timing``.
 LLAMACPP_TIMINGS = ("prompt_n", "prompt_ms", "prompt_per_token_ms", "predicted_n", "predicted_ms",
                     "predicted_per_token_ms")
