@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -202,6 +203,18 @@ def test_external_health_failure_is_bounded(http_server, tmp_path):
         start(spec("vllm", "external", name="llm", url=f"http://127.0.0.1:{http_server}", startup_timeout=1),
               tmp_path)
     assert "did not pass its health check within 1s" in str(exc.value) and "503" in str(exc.value)
+
+
+def test_external_endpoint_nobody_listens_on_is_unavailable_naming_the_fix(tmp_path):
+    """A user-provided server that is not running is "not available here" (a skip, a failure in CI), at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match=r"nothing listens at .*start the server, or set the recipe's url"):
+        start(spec("qdrant", "external", name="qdrant", url=f"http://127.0.0.1:{port}", startup_timeout=30),
+              tmp_path)
+    assert time.monotonic() - t0 < 10  # classified, not waited out
 
 
 def test_external_bad_url(tmp_path):

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.services.base import Endpoint, ServiceStartError, StartContext, now_s
 from pytest_hwbench.services.catalog.kind import ServiceKind
-from pytest_hwbench.services.probes import PROBLEM_FIX, State, probe_from_setting
+from pytest_hwbench.services.probes import PROBLEM_FIX, Problem, State, probe_from_setting
 from pytest_hwbench.services.running import RunningService
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432}
@@ -54,7 +54,14 @@ def start_external(kind: ServiceKind, *, name: str, settings: dict[str, Any], ru
         result = probe.check(parts.hostname, port, timeout=min(5.0, timeout))
         if result.state is State.READY:
             break
-        if result.problem is not None:  # refused, needs credentials, wrong protocol: say so now
+        if result.problem is Problem.REFUSED:
+            # Nothing listens at the URL: the server a user provides is not available on this machine; a skip
+            # naming the fix (a failure under HWBENCH_FAIL_ON_UNAVAILABLE=1), like a missing binary.
+            where = f"{source}: {ctx.field('url')}: " if source else ""
+            raise ServiceUnavailable(f"{where}nothing listens at {_redact(url)} (connection "
+                                     "refused): start the server, or set the recipe's url (its ${ENV} variable) "
+                                     "to a running one")
+        if result.problem is not None:  # needs credentials, wrong protocol: say so now
             raise ServiceStartError(name, f"external endpoint {_redact(url)} failed its health check: "
                                           f"{result.problem.value}: {result.detail} ({probe.description})",
                                     hint=PROBLEM_FIX[result.problem])
