@@ -39,6 +39,7 @@ def _commands(body: str) -> list[tuple[dict[str, str], list[str]]]:
         lexer.whitespace_split = True
         lexer.commenters = "#"
         words: list[str] = []
+        redirect = False
         for token in [*lexer, ";"]:
             if token in (";", "&&"):
                 env = {}
@@ -47,14 +48,13 @@ def _commands(body: str) -> list[tuple[dict[str, str], list[str]]]:
                     env[key] = value
                 if words and words[0] != "echo":
                     out.append((env, words))
-                words = []
+                words, redirect = [], False
             elif token in (">", "2>", ">>"):
-                words.append("\0redirect")
-            elif not (words and words[-1] == "\0redirect"):
-                words.append(token)
+                redirect = True  # the target word that follows is dropped too
+            elif redirect:
+                redirect = False
             else:
-                words[-1] = "\0redirected"
-        out = [(env, [w for w in argv if not w.startswith("\0")]) for env, argv in out]
+                words.append(token)
     return out
 
 
