@@ -26,7 +26,17 @@ import pytest
 from pytest_hwbench.collection_checks import check_collection, positive_repetitions
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.recorder import Recorder
-from pytest_hwbench.outcomes import error_payload, service_death, uses_hwbench
+from pytest_hwbench.outcomes import (
+    DEATH_KEY,
+    error_payload,
+    mark_error_verdict,
+    reword,
+    service_death,
+    take_death_notes,
+    teardown_text,
+    touches_services,
+    uses_hwbench,
+)
 from pytest_hwbench.report import progress
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
@@ -357,10 +367,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             payload["failures"] = [death, *payload.get("failures", [])]
             report.outcome = "failed"
             report.longrepr = death if report.longrepr is None else f"{death}\n{report.longrepr}"
-    elif report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
-        payload = error_payload(item, report, session.params_of(item))
+            mark_error_verdict(item, report)
+    else:
+        if (call.when == "teardown" and report.failed and call.excinfo is not None and session is not None
+                and touches_services(item)):  # one paragraph, not a traceback
+            text = teardown_text(item, call.excinfo, session.services.dead(session.service_names(item)))
+            report.longrepr = text or report.longrepr
+        if report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
+            payload = error_payload(item, report, session.params_of(item))
     if payload is not None:
         report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
+    if session is not None and session.services.pending_deaths:  # a worker: the controller words them
+        report.user_properties.extend((DEATH_KEY, json.dumps(n)) for n in session.services.pending_deaths)
+        session.services.pending_deaths.clear()
     redact_report(report)  # terminal and JUnit render from the report
     return report
 
@@ -376,10 +395,14 @@ class ControllerHooks:
         """Take the payload off the call report (before JUnit sees it) and hand it to the session."""
         if report.when == "setup":
             self.session.node_ids.append(report.nodeid)
+        notes = take_death_notes(report)  # from a worker: worded here, where the exit status is known
         for i, (key, value) in enumerate(report.user_properties):
             if key == PAYLOAD_KEY:
                 del report.user_properties[i]
                 payload = json.loads(str(value))
+                for note in notes:
+                    reword(report, payload, note["text"], self.session.services.settle(note))
+                notes = []
                 self.session.add_result(payload, report)
                 self.config.hook.pytest_hwbench_result(
                     config=self.config, result=self.session.results[payload["test_id"]])
@@ -387,6 +410,8 @@ class ControllerHooks:
         else:
             if report.skipped and report.when == "setup" and "hwbench" in report.keywords:
                 self.session.add_skip(report)
+        for note in notes:  # a death on a test without a payload (no ``hwbench`` fixture)
+            reword(report, None, note["text"], self.session.services.settle(note))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

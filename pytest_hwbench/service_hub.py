@@ -10,12 +10,14 @@ also reaps what dead runs left behind.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
+from pytest_hwbench.outcomes import death_text
 
 WORKERINPUT_ENDPOINTS = "hwbench_endpoints"
 WORKERINPUT_ERRORS = "hwbench_service_errors"
@@ -23,6 +25,11 @@ WORKERINPUT_FACTS = "hwbench_service_facts"
 WORKERINPUT_PIDS = "hwbench_service_pids"
 #: What of a service belongs in a baseline's environment: what an upgrade of the service changes.
 FACT_KEYS: tuple[str, ...] = ("kind", "backend", "binary_version", "image", "image_digest", "model", "server")
+#: How long the controller waits for the exit status of a service a worker saw stop accepting connections
+#: (the port closes a moment before the process is reaped; a hung service keeps the worker's wording).
+EXIT_STATUS_WAIT_S = 5.0
+#: Log lines shown with the first report of a death (the crash message is at the end of the log).
+DEATH_LOG_LINES = 15
 
 
 def unavailable(reason: str) -> None:
@@ -49,6 +56,9 @@ class ServiceHub:
         self._running: dict[str, Any] = {}
         self.reaped_text: str | None = None
         """What the reaper removed when this process first started a service (shown in the summary)."""
+        self.pending_deaths: list[dict[str, str]] = []
+        """Worker: deaths noticed since the last report, sent to the controller to be worded (``settle``)."""
+        self._settled: dict[str, str] = {}
 
     def _service_set(self) -> Any:
         if self._set is None:
@@ -125,44 +135,100 @@ class ServiceHub:
         from pytest_hwbench.services import Endpoint, ServiceDied
 
         self.check_provided(name)
-        if name in self._handed:
-            return Endpoint.from_dict(self._handed[name])
-        if name not in self._running and name not in self._errors and not self.is_worker:
+        if name not in self._handed and name not in self._running and name not in self._errors \
+                and not self.is_worker:
             self._start(name)
         if name in self._errors:
             kind, text = self._errors[name]
             if kind == "unavailable":
                 unavailable(f"service {name!r}: {text}")
             if kind == "died":  # said in full once, by the test that saw it die
-                pytest.fail(f"service {name!r} died earlier in this run ({text}); the first test that failed "
-                            "on it shows its log", pytrace=False)
+                pytest.fail(self._death(name, text, "earlier"), pytrace=False)
             pytest.fail(f"service {name!r} did not start: {text.removeprefix(f'service {name!r}: ')}",
                         pytrace=False)
+        if name in self._handed:  # a worker: the controller owns the process; a closed port is a death
+            reason = _unreachable(self._handed[name])
+            if reason is not None:
+                pytest.fail(self._death(name, reason, "before"), pytrace=False)
+            return Endpoint.from_dict(self._handed[name])
         if name not in self._running:
             pytest.fail(f"service {name!r} was not handed to this xdist worker", pytrace=False)
         svc = self._running[name]
         try:
             svc.check_alive()
         except ServiceDied as err:
-            self._errors[name] = ("died", err.problem.removeprefix("died during the run: "))
-            pytest.fail(str(err), pytrace=False)
+            pytest.fail(self._death(name, err.problem.removeprefix("died during the run: "), "before"),
+                        pytrace=False)
         return svc.endpoint
 
     def death_of(self, name: str) -> str | None:
-        """Why service ``name`` stopped, if it did (cheap: exit status here, a TCP connect on a worker).
-        The first death is remembered, so later tests say it died once, briefly."""
+        """The failure text when service ``name`` is dead (None while it runs): cheap, the exit status here,
+        a TCP connect on a worker. The first death is told in full, later tests say it died, once, briefly."""
         if name in self._errors:
-            return None
+            kind, reason = self._errors[name]
+            return self._death(name, reason, "earlier") if kind == "died" else None
         if name in self._running:
-            reason = self._running[name]._dead_reason()
+            found = self._running[name]._dead_reason()
         elif name in self._handed:
-            reason = _unreachable(self._handed[name])
+            found = _unreachable(self._handed[name])
         else:
             return None
-        if reason is None:
-            return None
+        return None if found is None else self._death(name, found, "during")
+
+    def dead(self, names: Any) -> dict[str, str]:
+        """Why each of the named services that is known to have died did (for teardown messages)."""
+        return {n: self._errors[n][1] for n in names if self._errors.get(n, ("", ""))[0] == "died"}
+
+    def _death(self, name: str, reason: str, when: str) -> str:
+        """Remember that ``name`` died; the text the current test fails with. A worker notes the death for
+        the controller, which owns the process and words it with the exit status (``settle``)."""
+        from pytest_hwbench.report.redact import redact_text
+
+        known = self._errors.get(name)
+        if known is not None and known[0] == "died":
+            when, reason = "earlier", known[1]
         self._errors[name] = ("died", reason)
-        return f"died ({reason})"
+        text = redact_text(death_text(name, reason, when, self._details(name, reason, when)))
+        if self.is_worker:
+            self.pending_deaths.append({"service": name, "reason": reason, "when": when, "text": text})
+        return text
+
+    def _details(self, name: str, reason: str, when: str) -> str:
+        """Hint, log path and last log lines of a death told in full, where this process owns the service."""
+        from pytest_hwbench.services.base import hint_for, log_details
+
+        svc = self._running.get(name)
+        if when == "earlier" or svc is None:
+            return ""
+        tail = svc.log_tail(DEATH_LOG_LINES)
+        return log_details(hint_for(tail + "\n" + reason), str(svc.log_path) if svc.log_path else None, tail)
+
+    def settle(self, note: dict[str, str]) -> str:
+        """Controller under xdist: the final text of a death a worker noticed. This process owns the
+        service, so it names the exit status (the worker saw only the port close); the first death to arrive
+        is told in full, with the log, and every later one briefly."""
+        from pytest_hwbench.report.redact import redact_text
+
+        name, when = note["service"], note["when"]
+        if name in self._settled:
+            when = "earlier"
+        else:
+            self._settled[name] = self._exit_status(name) or note["reason"]
+            when = "before" if when == "earlier" else when
+        reason = self._settled[name]
+        self._errors[name] = ("died", reason)
+        return redact_text(death_text(name, reason, when, self._details(name, reason, when)))
+
+    def _exit_status(self, name: str) -> str | None:
+        svc = self._running.get(name)
+        if svc is None:  # external: nothing here knows more than the worker
+            return None
+        deadline = time.monotonic() + EXIT_STATUS_WAIT_S
+        while True:
+            reason = svc._dead_reason()
+            if reason is not None or time.monotonic() >= deadline:
+                return reason
+            time.sleep(0.1)
 
     def manifest(self) -> dict[str, Any]:
         """Per-service facts for run.json (image digest, binary version, startup and model load time)."""

@@ -61,6 +61,9 @@ SLOW_FILES = frozenset({"test_shipped_recipes.py", "test_engine_accuracy.py", "t
                         "test_readme.py", "test_knee_sweep.py", "test_verdict_e2e.py"})
 #: Single tests that take seconds (several processes, long waits).
 SLOW_TESTS = frozenset({"test_port_registry_never_hands_out_a_port_twice_across_processes"})
+#: Fixtures that run a whole pytest session (in process or as a subprocess suite with its services): a test
+#: that uses one is slow whatever its own body does.
+SLOW_FIXTURES = frozenset({"pytester", "runs"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -70,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         elif name in SERVICE_FILES:
             item.add_marker(pytest.mark.service)
-        elif "pytester" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.slow)  # a whole in-process pytest session per test
+        elif SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)  # a whole pytest session per test (or per module, shared)
         else:
             item.add_marker(pytest.mark.unit)

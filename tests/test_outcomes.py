@@ -63,7 +63,7 @@ def test_service_death_is_named_once(pytester: pytest.Pytester) -> None:
     pytester.makefile(".yaml", r="version: 1\nrepetitions: 1\nservices:\n  redis: {kind: redis}\n")
     pytester.makepyfile(test_k=KILLER)
     res = pytester.runpytest("--recipe", "r.yaml", NO_MLFLOW)
-    results = _results(pytester)
+    results = {key.split("@")[0]: value for key, value in _results(pytester).items()}  # loadgroup's @group
     killed = results["test_k.py::test_1_kill"]
     assert killed["verdict"] == "ERROR" and "killed by SIGKILL" in killed["failures"][0], killed["failures"]
     for name in ("test_2_after", "test_3_after"):
@@ -72,6 +72,158 @@ def test_service_death_is_named_once(pytester: pytest.Pytester) -> None:
     out = res.stdout.str()
     assert "died during the run: service" not in out  # no nested repetition of the same sentence
     assert out.count("last log lines") <= 1
+
+
+XDIST_KILLER = """
+import glob, os, signal, time
+import psutil
+import pytest
+
+def _wait_for(text):  # a barrier: the controller has written the killed test's result
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for path in glob.glob("reports/*/results.jsonl"):
+            with open(path) as fh:
+                if text in fh.read():
+                    return
+        time.sleep(0.2)
+    raise AssertionError("the killed test's result never reached the controller")
+
+@pytest.fixture
+def after_the_kill():
+    _wait_for("test_1_kill")
+
+@pytest.mark.xdist_group("kill")
+@pytest.mark.hwbench(service="redis")
+def test_1_kill(hwbench, hwbench_endpoint):
+    hwbench.record("x", 1.0)
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == hwbench_endpoint.port and conn.status == psutil.CONN_LISTEN:
+            os.kill(conn.pid, signal.SIGKILL)
+    time.sleep(0.5)
+
+@pytest.mark.xdist_group("after")
+@pytest.mark.hwbench(service="redis")
+def test_2_after(after_the_kill, hwbench, hwbench_endpoint):
+    hwbench.record("x", 1.0)
+
+@pytest.mark.xdist_group("after")
+@pytest.mark.hwbench(service="redis")
+def test_3_after(after_the_kill, hwbench, hwbench_endpoint):
+    hwbench.record("x", 1.0)
+"""
+
+
+def test_service_death_under_xdist_is_named_with_its_signal_once(pytester: pytest.Pytester) -> None:
+    """Under ``-n 2`` the controller owns redis-server and the workers see only its port close: the
+    verdict still names the signal, in results.json, the terminal and JUnit, and later tests on the other
+    worker say it died once, briefly."""
+    need_binary("redis-server", "apt-get install redis-server")
+    pytest.importorskip("xdist")
+    pytester.makefile(".yaml", r="version: 1\nrepetitions: 1\nservices:\n  redis: {kind: redis}\n")
+    pytester.makepyfile(test_k=XDIST_KILLER)
+    # the later tests wait for the killed one's result: without the cross-worker lock, on the other worker
+    res = pytester.runpytest_subprocess("-n", "2", "--dist", "loadgroup", "--hwbench-allow-parallel", "-v",
+                                        "--recipe", "r.yaml", NO_MLFLOW, "--junitxml", "junit.xml",
+                                        timeout=600)
+    out = res.stdout.str()
+    workers = {line.split("]")[0] for line in out.splitlines() if line.startswith("[gw")}
+    assert len(workers) == 2, out  # the kill and the later tests ran on different workers
+    results = {key.split("@")[0]: value for key, value in _results(pytester).items()}  # loadgroup's @group
+    killed = results["test_k.py::test_1_kill"]
+    assert killed["verdict"] == "ERROR", killed
+    assert killed["failures"][0].startswith("service 'redis' died during the test (killed by SIGKILL)"), \
+        killed["failures"]
+    for name in ("test_2_after", "test_3_after"):
+        later = results[f"test_k.py::{name}"]
+        assert later["verdict"] == "ERROR" and later["failures"] == [
+            "error in set-up: service 'redis' died earlier in this run (killed by SIGKILL); the first test that "
+            "failed on it shows its log"], later["failures"]
+    assert "died during the test (killed by SIGKILL)" in out
+    assert "stopped accepting connections" not in out and "died during the run: service" not in out
+    assert out.count("last log lines") == 1
+    junit = (pytester.path / "junit.xml").read_text()
+    assert "killed by SIGKILL" in junit and "stopped accepting connections" not in junit
+    assert 'name="hwbench.verdict" value="PASS"' not in junit
+
+
+TEARDOWN = """
+import os, signal, time
+import psutil
+import pytest
+import redis
+
+@pytest.fixture
+def kv(hwbench, hwbench_endpoint):
+    client = redis.Redis(host=hwbench_endpoint.host, port=hwbench_endpoint.port, socket_timeout=30)
+    client.set("hwbench-t:k", "v")
+    yield client
+    client.delete("hwbench-t:k")  # the clean-up: refused once the server is gone
+
+@pytest.mark.hwbench(service="redis")
+def test_kill(hwbench, kv, hwbench_endpoint):
+    hwbench.record("x", 1.0)
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == hwbench_endpoint.port and conn.status == psutil.CONN_LISTEN:
+            os.kill(conn.pid, signal.SIGKILL)
+    time.sleep(0.5)
+"""
+
+
+def _no_traceback(out: str) -> None:
+    assert "Traceback" not in out and "\nE   " not in out and "site-packages" not in out, out
+
+
+def test_cleanup_of_a_dead_service_is_one_paragraph_not_a_traceback(pytester: pytest.Pytester) -> None:
+    need_binary("redis-server", "apt-get install redis-server")
+    pytester.makefile(".yaml", r="version: 1\nrepetitions: 1\nservices:\n  redis: {kind: redis}\n")
+    pytester.makepyfile(test_t=TEARDOWN)
+    res = pytester.runpytest("--recipe", "r.yaml", NO_MLFLOW)
+    res.assert_outcomes(failed=1, errors=1)
+    out = res.stdout.str()
+    _no_traceback(out)
+    res.stdout.fnmatch_lines(["*test_t.py::test_kill: teardown failed in fixture 'kv' (test_t.py:11): "
+                              "redis.exceptions.ConnectionError: *Cause: service 'redis' died during the run "
+                              "(killed by SIGKILL), so the clean-up could not reach it. Fix: *"])
+    result = _results(pytester)["test_t.py::test_kill"]
+    assert result["verdict"] == "ERROR" and "died during the test (killed by SIGKILL)" in result["failures"][0]
+    assert "teardown failed in fixture 'kv'" in result["failures"][-1]
+
+
+REFUSED = """
+import pytest
+from pytest_hwbench.workloads.redis_client import RedisWorkload
+
+@pytest.fixture
+def workload(hwbench, hwbench_endpoint):
+    workload = RedisWorkload.from_endpoint(hwbench_endpoint, {"keyspace": 10})
+    workload.prepare_sync()
+    yield workload
+    workload.cleanup_sync()
+
+@pytest.mark.hwbench(service="redis")
+def test_refused(hwbench, workload):
+    hwbench.record("x", 1.0)
+"""
+
+
+def test_a_workload_that_may_not_delete_its_data_says_so_at_teardown(pytester: pytest.Pytester) -> None:
+    """The server's ACL forbids UNLINK: the clean-up fails while the server runs; the teardown error names
+    the test, the fixture, the prefix left behind and how to delete it."""
+    need_binary("redis-server", "apt-get install redis-server")
+    acl = "['--user', 'default', 'on', 'nopass', '~*', '&*', '+@all', '-unlink']"
+    pytester.makefile(".yaml", r=f"version: 1\nrepetitions: 1\nservices:\n  redis: {{kind: redis, args: {acl}}}\n")
+    pytester.makepyfile(test_r=REFUSED)
+    res = pytester.runpytest("--recipe", "r.yaml", NO_MLFLOW)
+    res.assert_outcomes(passed=1, errors=1)
+    out = res.stdout.str()
+    _no_traceback(out)
+    res.stdout.fnmatch_lines(["*test_r.py::test_refused: teardown failed in fixture 'workload' (test_r.py:*): "
+                              "Redis at 127.0.0.1:* could not delete this benchmark's keys under 'hwbench:*' "
+                              "(NoPermissionError: *unlink*); if the server still runs, delete them with "
+                              "redis-cli *ACL +scan +unlink)."])
+    result = _results(pytester)["test_r.py::test_refused"]
+    assert result["verdict"] == "ERROR" and "teardown failed in fixture 'workload'" in result["failures"][-1]
 
 
 def test_error_payload_reason_is_the_message(tmp_path: Path) -> None:

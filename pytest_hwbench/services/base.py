@@ -79,15 +79,20 @@ class ServiceStartError(HwbenchError):
         return redact_text(self._render())
 
     def _render(self) -> str:
-        text = f"service {self.name!r}: {self.problem}"
-        if self.hint:
-            text += f"\n  hint: {self.hint}"
-        if self.log_path:
-            text += f"\n  log: {self.log_path}"
-        if self.log_tail.strip():
-            body = "\n".join("    | " + line for line in self.log_tail.rstrip().splitlines())
-            text += f"\n  last log lines:\n{body}"
-        return text
+        return f"service {self.name!r}: {self.problem}" + log_details(self.hint, self.log_path, self.log_tail)
+
+
+def log_details(hint: str | None, log_path: str | None, log_tail: str) -> str:
+    """The indented lines under a service error: hint, log file and its last lines ('' when none is known)."""
+    text = ""
+    if hint:
+        text += f"\n  hint: {hint}"
+    if log_path:
+        text += f"\n  log: {log_path}"
+    if log_tail.strip():
+        body = "\n".join("    | " + line for line in log_tail.rstrip().splitlines())
+        text += f"\n  last log lines:\n{body}"
+    return text
 
 
 class ServiceDied(ServiceStartError):

@@ -324,16 +324,30 @@ class PostgresWorkload:
             await conn.close()
 
     async def cleanup(self) -> bool:
-        """Drop the benchmark's schema (and everything in it). Returns whether it existed."""
-        conn = await self._connect()
+        """Drop the benchmark's schema (and everything in it). Returns whether it existed.
+
+        A failure (the server died, or the role may not drop it) is one :class:`HwbenchError` naming the
+        schema and the statement to run by hand, because it surfaces in a fixture's teardown."""
+        psycopg, _ = _pg()
+        try:
+            conn = await self._connect()
+        except HwbenchError as err:
+            raise HwbenchError(f"could not drop schema {self.schema}: {err}; if the server still runs, drop "
+                               f"it by hand: DROP SCHEMA {self.schema} CASCADE") from None
         try:
             await conn.execute("SET statement_timeout = 0")
             cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,))
             existed = await cur.fetchone() is not None
             await conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
             return existed
+        except (psycopg.Error, OSError) as err:
+            text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise HwbenchError(f"{self._where()} could not drop schema {self.schema} ({text}); drop it by hand "
+                               f"(DROP SCHEMA {self.schema} CASCADE) as its owner or a superuser, and let the "
+                               "benchmark's role own the schemas it creates") from None
         finally:
-            await conn.close()
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def schema_exists(self) -> bool:
         """Whether the benchmark's schema is (still) there, for tests of the cleanup."""

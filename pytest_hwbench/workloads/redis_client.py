@@ -354,12 +354,26 @@ class RedisWorkload:
             await admin.aclose()
 
     async def cleanup(self) -> int:
-        """Delete every key under this workload's prefix (SCAN + UNLINK); returns how many were deleted."""
+        """Delete every key under this workload's prefix (SCAN + UNLINK); returns how many were deleted.
+
+        A failure (the server died, or refuses SCAN/UNLINK) is one :class:`HwbenchError` naming the prefix
+        and how to delete what is left, because it surfaces in a fixture's teardown."""
+        from redis import exceptions as rex
+
         admin = self._admin()
         try:
             return await self._cleanup_with(admin)
+        except (rex.RedisError, OSError, asyncio.TimeoutError) as err:
+            text = " ".join((str(err).strip() or type(err).__name__).split())
+            raise HwbenchError(
+                f"Redis at {self.host}:{self.port} could not delete this benchmark's keys under "
+                f"{self.prefix!r} ({type(err).__name__}: {text}); if the server still runs, delete them with "
+                f"redis-cli -h {self.host} -p {self.port} --scan --pattern '{self.prefix}*' | xargs redis-cli "
+                f"-h {self.host} -p {self.port} unlink, and let the benchmark's user run SCAN and UNLINK "
+                "(ACL +scan +unlink)") from None
         finally:
-            await admin.aclose()
+            with contextlib.suppress(Exception):
+                await admin.aclose()
 
     async def _cleanup_with(self, admin: Any) -> int:
         deleted = 0
