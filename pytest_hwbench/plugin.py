@@ -427,13 +427,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     hw = config.stash.get(SESSION_KEY, None)
-    if hw is None or hasattr(config, "workerinput") or not hw.results:
+    if hw is None or hasattr(config, "workerinput"):
+        return
+    if hw.services.reaped_text:  # said even when no test produced a result
+        terminalreporter.write_line(hw.services.reaped_text, yellow=True)
+    if not hw.results:
         return
     from pytest_hwbench.report.terminal import write_summary
 
     write_summary(terminalreporter, hw)
-    if hw.services.reaped_text:
-        terminalreporter.write_line(hw.services.reaped_text, yellow=True)
     if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
         terminalreporter.write_line(hw.writer.error, red=True, bold=True)
 

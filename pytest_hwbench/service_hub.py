@@ -56,6 +56,8 @@ class ServiceHub:
         self._running: dict[str, Any] = {}
         self.reaped_text: str | None = None
         """What the reaper removed when this process first started a service (shown in the summary)."""
+        self.reaped: dict[str, list[str]] | None = None
+        """The same, for run.json: leftovers of dead runs removed (processes, containers) and errors."""
         self.pending_deaths: list[dict[str, str]] = []
         """Worker: deaths noticed since the last report, sent to the controller to be worded (``settle``)."""
         self._settled: dict[str, str] = {}
@@ -67,6 +69,7 @@ class ServiceHub:
             self._set = ServiceSet(log_dir=self.log_dir, run_id=self.run_id, source=self.recipe.path)
             reaped = self._set.reaped
             if reaped is not None and (reaped.count or reaped.errors):
+                self.reaped = reaped.to_dict()
                 parts = [*reaped.processes, *reaped.containers]
                 self.reaped_text = (f"pytest-hwbench: removed {reaped.count} leftover(s) of earlier runs that "
                                     f"died: {', '.join(parts) or 'none'}"

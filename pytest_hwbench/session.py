@@ -363,7 +363,7 @@ class HwbenchSession:
                         "allow_parallel": self.options.allow_parallel,
                         "baseline_dir": str(self.baseline_dir)},
             "fingerprint": self.fingerprint, "git": self.fingerprint.get("git"),
-            "services": self.services.manifest(),
+            "services": self.services.manifest(), "reaped_leftovers": self.services.reaped,
             "rerun": self._rerun_bundle(),
         }, recipe.secret_values)
 

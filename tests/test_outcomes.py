@@ -4,11 +4,13 @@ verdict table and MLflow as ERROR with the reason; a death is named with its sig
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.service_helpers import need_binary
+from tests.service_helpers import need_binary, our_processes, run_child
 
 NO_MLFLOW = "--no-hwbench-mlflow"
 
@@ -224,6 +226,59 @@ def test_a_workload_that_may_not_delete_its_data_says_so_at_teardown(pytester: p
                               "redis-cli *ACL +scan +unlink)."])
     result = _results(pytester)["test_r.py::test_refused"]
     assert result["verdict"] == "ERROR" and "teardown failed in fixture 'workload'" in result["failures"][-1]
+
+
+LEAK = """
+import sys, time
+from pytest_hwbench.services import ServiceSet
+from pytest_hwbench.recipe.model import ServiceSpec
+with ServiceSet(log_dir=sys.argv[1], state_dir=sys.argv[2], run_id=sys.argv[3], handle_signals=False) as services:
+    services.start(ServiceSpec("cache", "redis", "process", {}))
+    print("READY", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_what_a_killed_run_left_is_reaped_and_reported(pytester: pytest.Pytester, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed with SIGKILL leaves its redis-server running; the next run that starts a service stops
+    it and says so in the terminal and in run.json."""
+    from pytest_hwbench.services.reaper import reap_leftovers
+
+    need_binary("redis-server", "apt-get install redis-server")
+    state = tmp_path / "state"
+    run_id = f"leak-{os.getpid()}-{time.monotonic_ns()}"
+    child = run_child(LEAK, str(tmp_path / "logs"), str(state), run_id)
+    try:
+        assert child.stdout is not None
+        first = child.stdout.readline()  # blocks until the service is healthy (or the child failed)
+        assert first.startswith("READY"), first + child.stdout.read()
+        child.kill()  # no handler runs: redis-server outlives its owner
+        child.wait(timeout=60)
+        assert len(our_processes(run_id)) == 1
+        monkeypatch.setenv("HWBENCH_STATE_DIR", str(state))
+        pytester.makefile(".yaml", r="version: 1\nrepetitions: 1\nservices:\n  redis: {kind: redis}\n")
+        pytester.makepyfile(test_n="""
+            import pytest
+
+            @pytest.mark.hwbench(service="redis")
+            def test_uses_redis(hwbench, hwbench_endpoint):
+                hwbench.record("x", 1.0)
+        """)
+        res = pytester.runpytest("--recipe", "r.yaml", NO_MLFLOW)
+        res.assert_outcomes(passed=1)
+        # (the same Docker engine may hold other dead runs' containers: those are reaped and listed too)
+        res.stdout.fnmatch_lines([f"pytest-hwbench: removed * leftover(s) of earlier runs that died: "
+                                  f"cache (redis) pid * of run {run_id}*"])
+        assert our_processes(run_id) == []
+        run = next(d for d in (pytester.path / "reports").iterdir() if (d / "run.json").exists())
+        reaped = json.loads((run / "run.json").read_text())["reaped_leftovers"]
+        assert [p for p in reaped["processes"] if run_id in p], reaped
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=60)
+        reap_leftovers(state, run_id=run_id, include_live_owners=True, docker=False)
 
 
 def test_error_payload_reason_is_the_message(tmp_path: Path) -> None:
