@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = item.path.name
         if name in SLOW_FILES or item.name in SLOW_TESTS or item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.slow)
-        elif name in SERVICE_FILES:
+        elif name in SERVICE_FILES or item.get_closest_marker("service") is not None:
             item.add_marker(pytest.mark.service)
         elif SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)  # a whole pytest session per test (or per module, shared)

@@ -181,11 +181,17 @@ def now_s() -> float:
 RESTORED_SIGNALS = ("SIGINT", "SIGTERM", "SIGQUIT", "SIGHUP", "SIGPIPE")
 
 
-def restore_default_signals() -> None:
-    """``preexec_fn`` for every child process: default disposition for the signals that stop it."""
+def restore_default_signals(*, python: bool = False) -> None:
+    """``preexec_fn`` for every child process: default disposition for the signals that stop it.
+
+    ``python=True`` is for a Python child's own entry point (a multiprocessing worker): there the default
+    is Python's, SIGINT raises KeyboardInterrupt and SIGPIPE stays ignored (so that a peer closing a socket
+    is an error the client counts, not a silent death of the load generator).
+    """
     import signal
 
     for name in RESTORED_SIGNALS:
         sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_DFL)
+        if sig is None or (python and name == "SIGPIPE"):
+            continue
+        signal.signal(sig, signal.default_int_handler if python and name == "SIGINT" else signal.SIG_DFL)

@@ -22,6 +22,7 @@ from enum import Enum
 from typing import Any
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.services.base import restore_default_signals
 
 
 class State(Enum):
@@ -165,7 +166,8 @@ class CommandProbe(Probe):
     def check(self, host: str, port: int, timeout: float = 2.0) -> ProbeResult:
         argv = [a.replace("{host}", host).replace("{port}", str(port)) for a in self.argv]
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=max(timeout, 1.0), check=False)
+            done = subprocess.run(argv, capture_output=True, timeout=max(timeout, 1.0), check=False,
+                                  preexec_fn=restore_default_signals)
         except (OSError, subprocess.TimeoutExpired) as err:
             return ProbeResult(State.DOWN, str(err))
         out = (done.stdout + done.stderr).decode("utf-8", "replace").strip()[-200:]

@@ -81,6 +81,9 @@ class _WorkerResult:
 
 def _worker_main(conn: Connection, plan: WorkerPlan, factory: ClientFactory, precise: bool) -> None:
     """Entry point of a worker process: open the client, report ready, wait for the start, run, ship."""
+    from pytest_hwbench.services.base import restore_default_signals
+
+    restore_default_signals(python=True)  # a parent started in the background ignores SIGINT
     loop = None
     try:
         loop = new_event_loop(precise, plan.event_loop)

@@ -14,7 +14,13 @@ import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pytest_hwbench.services.base import Endpoint, ServiceStartError, StartContext, tail_file
+from pytest_hwbench.services.base import (
+    Endpoint,
+    ServiceStartError,
+    StartContext,
+    restore_default_signals,
+    tail_file,
+)
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import CallableProbe, CommandProbe, Probe, ProbeResult, State
@@ -73,7 +79,8 @@ class Postgres(ServiceKind):
         log = ctx.log_dir / f"{ctx.name}.log"
         with open(log, "ab") as fh:
             done = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  cwd=ctx.work_dir, check=False, timeout=300, **user_kw)
+                                  cwd=ctx.work_dir, check=False, timeout=300, preexec_fn=restore_default_signals,
+                                  **user_kw)
         if pwfile:
             pwfile.unlink()
         if done.returncode != 0:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_hwbench.errors import HwbenchError, ServiceUnavailable
+from pytest_hwbench.services.base import restore_default_signals
 
 #: Output lines kept in a failure message: enough to see the tool's own complaint.
 TAIL_LINES = 15
@@ -97,9 +98,8 @@ def find_tool(names: Sequence[str], *, install: str, patterns: Sequence[str] = (
 
 
 def _child_setup() -> None:
-    # Children restore default signal handling (pytest/xdist may have changed SIGINT/SIGPIPE handling).
-    for sig in (signal.SIGINT, signal.SIGPIPE, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_DFL)
+    # Children restore default signal handling (pytest/xdist, or a background start, may have changed it).
+    restore_default_signals()
 
 
 def run_tool(tool: str, argv: Sequence[str], *, timeout: float, version: str = "", cwd: str | None = None,
