@@ -19,13 +19,25 @@ import os, signal, time
 import psutil
 import pytest
 
+def kill_and_wait(port):
+    # SIGKILL the server on the port; wait until it has exited (zombie or gone), however loaded the machine
+    pids = [c.pid for c in psutil.net_connections("tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    assert pids, "no server listens on the port"
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+
 @pytest.mark.hwbench(service="redis")
 def test_1_kill(hwbench, hwbench_endpoint):
     hwbench.record("x", 1.0)
-    for conn in psutil.net_connections("tcp"):
-        if conn.laddr and conn.laddr.port == hwbench_endpoint.port and conn.status == psutil.CONN_LISTEN:
-            os.kill(conn.pid, signal.SIGKILL)
-    time.sleep(0.5)
+    kill_and_wait(hwbench_endpoint.port)
 
 @pytest.mark.hwbench(service="redis")
 def test_2_after(hwbench, hwbench_endpoint):
@@ -81,6 +93,21 @@ import glob, os, signal, time
 import psutil
 import pytest
 
+def kill_and_wait(port):
+    # SIGKILL the server on the port; wait until it has exited (zombie or gone), however loaded the machine
+    pids = [c.pid for c in psutil.net_connections("tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    assert pids, "no server listens on the port"
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+
 def _wait_for(text):  # a barrier: the controller has written the killed test's result
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -99,10 +126,7 @@ def after_the_kill():
 @pytest.mark.hwbench(service="redis")
 def test_1_kill(hwbench, hwbench_endpoint):
     hwbench.record("x", 1.0)
-    for conn in psutil.net_connections("tcp"):
-        if conn.laddr and conn.laddr.port == hwbench_endpoint.port and conn.status == psutil.CONN_LISTEN:
-            os.kill(conn.pid, signal.SIGKILL)
-    time.sleep(0.5)
+    kill_and_wait(hwbench_endpoint.port)
 
 @pytest.mark.xdist_group("after")
 @pytest.mark.hwbench(service="redis")
@@ -155,6 +179,21 @@ import psutil
 import pytest
 import redis
 
+def kill_and_wait(port):
+    # SIGKILL the server on the port; wait until it has exited (zombie or gone), however loaded the machine
+    pids = [c.pid for c in psutil.net_connections("tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
+    assert pids, "no server listens on the port"
+    os.kill(pids[0], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.05)
+
 @pytest.fixture
 def kv(hwbench, hwbench_endpoint):
     client = redis.Redis(host=hwbench_endpoint.host, port=hwbench_endpoint.port, socket_timeout=30)
@@ -165,10 +204,7 @@ def kv(hwbench, hwbench_endpoint):
 @pytest.mark.hwbench(service="redis")
 def test_kill(hwbench, kv, hwbench_endpoint):
     hwbench.record("x", 1.0)
-    for conn in psutil.net_connections("tcp"):
-        if conn.laddr and conn.laddr.port == hwbench_endpoint.port and conn.status == psutil.CONN_LISTEN:
-            os.kill(conn.pid, signal.SIGKILL)
-    time.sleep(0.5)
+    kill_and_wait(hwbench_endpoint.port)
 """
 
 
@@ -185,7 +221,7 @@ def test_cleanup_of_a_dead_service_is_one_paragraph_not_a_traceback(pytester: py
     out = res.stdout.str()
     _no_traceback(out)
     assert "stopping a service failed" not in out  # stopping a dead service at session end is quiet
-    res.stdout.fnmatch_lines(["*test_t.py::test_kill: teardown failed in fixture 'kv' (test_t.py:11): "
+    res.stdout.fnmatch_lines(["*test_t.py::test_kill: teardown failed in fixture 'kv' (test_t.py:*): "
                               "redis.exceptions.ConnectionError: *Cause: service 'redis' died during the run "
                               "(killed by SIGKILL), so the clean-up could not reach it. Fix: *"])
     result = _results(pytester)["test_t.py::test_kill"]
