@@ -26,7 +26,6 @@ from pytest_hwbench.recipe.model import (
 from pytest_hwbench.recipe.specs import (
     INVALID,
     NAME_KEY,
-    Bool,
     Declared,
     Enum,
     Float,

@@ -528,13 +528,13 @@ class Declared(Spec):
         cleaned = self.record().check(value, path, issues)
         return INVALID if cleaned is INVALID else self.build(cleaned)
 
-    def keys(self) -> tuple[str, ...]:
+    def recipe_keys(self) -> tuple[str, ...]:
         """The recipe keys ``cls`` declares."""
         return tuple(declared_fields(self.cls))
 
     def known(self, value: dict[str, Any]) -> dict[str, Any]:
         """The part of a shared mapping that ``cls`` declares (the other keys belong to someone else)."""
-        keys = self.keys()
+        keys = self.recipe_keys()
         return {k: v for k, v in value.items() if k in keys}
 
     def check_known(self, value: dict[str, Any], path: str, issues: list[Issue]) -> Any:

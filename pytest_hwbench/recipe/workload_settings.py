@@ -417,7 +417,7 @@ def check_workload_settings(settings: dict[str, Any], path: str, issues: list[Is
         built[name] = decl.check(decl.known(top), path, found)
     for key in top:
         for prefix, owners in RESERVED_PREFIXES.items():
-            declared = [k for owner in owners for k in owner.keys()]
+            declared = [k for owner in owners for k in owner.recipe_keys()]
             if isinstance(key, str) and key.startswith(prefix) and key not in declared:
                 found.append(unknown_key(path, key, declared,
                                          f"setting ({prefix}* settings belong to a shipped benchmark)"))
