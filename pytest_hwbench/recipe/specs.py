@@ -543,10 +543,24 @@ class Declared(Spec):
 
     def build(self, cleaned: dict[str, Any]) -> Any:
         """The typed record of checked values (recipe keys), converted to the fields' types."""
+        return self.cls(**self._converted(cleaned))
+
+    def _converted(self, cleaned: dict[str, Any]) -> dict[str, Any]:
         fields = declared_fields(self.cls)
         kwargs: dict[str, Any] = {}
         for key, value in cleaned.items():
             f = fields[key]
             convert = f.metadata[_CONVERT]
             kwargs[f.name] = convert(value) if convert is not None and value is not None else value
-        return self.cls(**kwargs)
+        return kwargs
+
+    def coerce(self, values: dict[str, Any], path: str) -> dict[str, Any]:
+        """Check some of the declared settings given as keyword values (field name -> value) outside a
+        recipe, e.g. a workload object built in code: field name -> checked value, or a
+        :class:`RecipeError` naming ``<path>.<key>`` of every problem. The recipe's own specs and coercion."""
+        by_name = {f.name: key for key, f in declared_fields(self.cls).items()}
+        issues: list[Issue] = []
+        cleaned = self.record().check({by_name[k]: v for k, v in values.items()}, path, issues)
+        if issues or cleaned is INVALID:
+            raise RecipeError(issues or [Issue(path or None, "invalid settings")], file=None)
+        return self._converted(cleaned)

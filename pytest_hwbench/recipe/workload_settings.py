@@ -405,13 +405,16 @@ def check_workload_settings(settings: dict[str, Any], path: str, issues: list[Is
     top = {k: v for k, v in settings.items() if k not in SECTIONS}
     built: dict[str, Any] = {"llm": LLM.check(settings.get("llm"), join(path, "llm"), found)}
     for name, decl in (("redis", REDIS), ("postgres", POSTGRES)):
+        section = settings.get(name)
+        overridden = section if isinstance(section, dict) else {}
         shared_issues: list[Issue] = []
-        shared = decl.check_known(top, path, shared_issues)
+        shared = decl.check_known({k: v for k, v in top.items() if k not in overridden}, path, shared_issues)
         for issue in shared_issues:  # a top-level key applies to every workload that reads it: say so
             key = (issue.field or "").removeprefix(f"{path}.")
-            hint = f"or move it under {join(path, name)}: (a top-level {key} applies to redis and postgres)"
+            hint = (f"a top-level {key} applies to both redis and postgres: move it under the section of the "
+                    f"one it is for, or give {join(path, name)} its own {key}")
             found.append(Issue(issue.field, issue.problem, f"{issue.fix}; {hint}" if issue.fix else hint))
-        own = decl.record().check(settings.get(name), join(path, name), found)
+        own = decl.record().check(section, join(path, name), found)
         built[name] = INVALID if INVALID in (shared, own) else decl.build({**shared, **own})
     for name, decl in (("s3", S3), ("vector", VECTOR)):
         built[name] = decl.check(decl.known(top), path, found)
