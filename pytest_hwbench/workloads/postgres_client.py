@@ -54,6 +54,7 @@ from pytest_hwbench.workloads.kv_metrics import (
     mix_table,
     parse_mix,
 )
+from pytest_hwbench.workloads.postgres_pq import PreparedSet, run_transaction
 from pytest_hwbench.workloads.records import ErrorClass
 
 _perf = time.perf_counter_ns
@@ -382,6 +383,18 @@ class PostgresLoadClient:
             "update_teller": f"UPDATE {s}.tellers SET tbalance = tbalance + %s WHERE tid = %s",
             "update_branch": f"UPDATE {s}.branches SET bbalance = bbalance + %s WHERE bid = %s",
         }
+        # The TPC-B-like transaction runs as prepared statements straight through libpq (``postgres_pq``):
+        # psycopg's cursor layer cost ~4x pgbench's client CPU per transaction.
+        self._tpcb_sql = PreparedSet(f"hwbench_{workload.run}", {
+            "begin": "BEGIN",
+            "update_account": f"UPDATE {s}.accounts SET abalance = abalance + $1 WHERE aid = $2",
+            "select": f"SELECT abalance FROM {s}.accounts WHERE aid = $1",
+            "update_teller": f"UPDATE {s}.tellers SET tbalance = tbalance + $1 WHERE tid = $2",
+            "update_branch": f"UPDATE {s}.branches SET bbalance = bbalance + $1 WHERE bid = $2",
+            "insert": f"INSERT INTO {s}.history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, "
+                      "CURRENT_TIMESTAMP)",
+            "end": "END",
+        })
         self._ops: dict[str, OpFn] = {"point_select": self._point_select, "range_scan": self._range_scan,
                                       "insert": self._insert, "update": self._update, "tpcb": self._tpcb}
         self.pool = psycopg_pool.AsyncConnectionPool(
@@ -430,25 +443,22 @@ class PostgresLoadClient:
         return max(cur.rowcount, 0), 1
 
     async def _tpcb(self, conn: Any, h: int) -> tuple[int, int]:
-        aid, tid, bid, delta = self._params(h)
-        sql = self._sql
-        rows = 0
-        if self.w.pipeline:  # BEGIN, five statements and COMMIT in one round trip (psycopg pipeline mode)
-            async with conn.pipeline(), conn.transaction():
-                curs = [await conn.execute(sql["update_account"], (delta, aid)),
-                        await conn.execute(sql["select"], (aid,)),
-                        await conn.execute(sql["update_teller"], (delta, tid)),
-                        await conn.execute(sql["update_branch"], (delta, bid)),
-                        await conn.execute(sql["insert"], (tid, bid, aid, delta))]
-            rows = sum(max(c.rowcount, 0) for c in curs)
-            return rows, 5
-        async with conn.transaction():
-            rows += max((await conn.execute(sql["update_account"], (delta, aid))).rowcount, 0)
-            rows += len(await (await conn.execute(sql["select"], (aid,))).fetchall())
-            rows += max((await conn.execute(sql["update_teller"], (delta, tid))).rowcount, 0)
-            rows += max((await conn.execute(sql["update_branch"], (delta, bid))).rowcount, 0)
-            rows += max((await conn.execute(sql["insert"], (tid, bid, aid, delta))).rowcount, 0)
-        return rows, 5
+        """pgbench's TPC-B-like transaction: BEGIN, five statements, END; one round trip each, or all seven in
+        one with ``pipeline`` (libpq pipeline mode)."""
+        aid, tid, bid, delta = (str(v).encode() for v in self._params(h))
+        prepared = self._tpcb_sql
+        await prepared.ensure(conn)
+        n = prepared.names
+        results = await run_transaction(conn, (
+            (n["begin"], ()),
+            (n["update_account"], (delta, aid)),
+            (n["select"], (aid,)),
+            (n["update_teller"], (delta, tid)),
+            (n["update_branch"], (delta, bid)),
+            (n["insert"], (tid, bid, aid, delta)),
+            (n["end"], ()),
+        ), pipeline=self.w.pipeline)
+        return sum(max(r.command_tuples or 0, 0) for r in results[1:6]), 5  # SELECT's tag counts its rows
 
     async def send(self, index: int) -> KVRecord:
         psycopg, psycopg_pool = _pg()
