@@ -116,8 +116,10 @@ class _Socket:
                 self.loop.remove_writer(self.fd)
 
     async def _not_busy(self) -> None:
+        # No read before the first wait: just after a send the answer cannot be there yet, and a read that
+        # finds nothing is a wasted system call per statement. The reader is level-triggered, so an answer
+        # that came meanwhile wakes the wait at once.
         pg = self.pg
-        pg.consume_input()
         while pg.is_busy():
             await self._readable()
             pg.consume_input()
