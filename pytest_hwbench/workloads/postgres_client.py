@@ -10,9 +10,11 @@ operation of the ``mix``:
 * ``insert`` — one ``history`` row;
 * ``update`` — one account's balance;
 * ``tpcb`` — pgbench's built-in TPC-B-like transaction: BEGIN; update account; select its balance; update
-  teller; update branch; insert history; COMMIT (five statements). One round trip per statement, as
-  pgbench's built-in script; with ``pipeline: true`` all seven go in one round trip (psycopg's pipeline
-  mode; compare with pgbench running the same script between ``\startpipeline`` and ``\endpipeline``).
+  teller; update branch; insert history; END (five statements). One round trip per statement, as
+  pgbench's built-in script with ``-M prepared``; with ``pipeline: true`` all seven go in one round trip
+  (libpq's pipeline mode; compare with pgbench running the same script between ``\startpipeline`` and
+  ``\endpipeline``). This transaction runs as prepared statements straight through psycopg's libpq binding
+  (``postgres_pq``): psycopg's cursor layer cost about four times pgbench's client CPU per transaction.
 
 A mix of only ``tpcb`` reports its throughput as ``tps`` (transactions/s, comparable with pgbench);
 any other mix as ``ops_s`` (every operation outside ``tpcb`` is its own autocommit transaction).
