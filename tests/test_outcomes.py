@@ -235,7 +235,7 @@ from pytest_hwbench.workloads.redis_client import RedisWorkload
 
 @pytest.fixture
 def workload(hwbench, hwbench_endpoint):
-    workload = RedisWorkload.from_endpoint(hwbench_endpoint, {"keyspace": 10})
+    workload = RedisWorkload.from_endpoint(hwbench_endpoint, keyspace=10)
     workload.prepare_sync()
     yield workload
     workload.cleanup_sync()
