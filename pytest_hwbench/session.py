@@ -27,7 +27,7 @@ from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.measure.samplers.metrics import pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
-from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
+from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id, redact_payload
 from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
@@ -302,15 +302,15 @@ class HwbenchSession:
         samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
-        payload = redact(payload, self.recipe.secret_values)
+        payload, line = redact_payload(payload, self.recipe.secret_values)
         earlier = self.results.get(payload["test_id"])
         if earlier is not None and report.when == "teardown":  # measured, then its teardown failed
             earlier.update(verdict="ERROR", outcome="error",
                            failures=[*earlier.get("failures", []), *payload.get("failures", [])])
-            payload = earlier
+            payload, line = earlier, None
         self.results[payload["test_id"]] = payload
         writer = self._writer()
-        writer.append_result(payload)
+        writer.append_result(payload, line)
         writer.write_samples(payload["test_id"], samples)
         if self.options.save_baseline and payload["metrics"]:
             self._queue_baseline(payload, report)
