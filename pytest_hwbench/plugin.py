@@ -108,6 +108,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is not None:
         for err in session.services.stop_all():
             print(f"pytest-hwbench: stopping a service failed: {err}")
+        session.release()
 
 
 def get_session(config: pytest.Config) -> HwbenchSession:
@@ -152,6 +153,7 @@ def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     yield recorder
     if recorder.monitor is not None:
         recorder.monitor.close()
+    del item.stash[RECORDER_KEY]  # done with it: 1000s of finished tests' recorders would slow every gc pass
 
 
 @pytest.fixture(scope="session")
@@ -349,6 +351,8 @@ def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     payload = item.stash.get(PAYLOAD_STASH, None) if call.when == "call" else None
+    if payload is not None:
+        del item.stash[PAYLOAD_STASH]  # it travels on the report from here (and is not kept twice)
     session = item.config.stash.get(SESSION_KEY, None)
     if payload is not None and session is not None:  # a service that died during the measurement voids it
         death = service_death(session.services, session.service_names(item))

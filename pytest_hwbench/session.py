@@ -248,7 +248,8 @@ class HwbenchSession:
         if result.verdict == "FAIL" and result.bottleneck is not None:
             result.failures.append(result.bottleneck.line())  # why, for the engineer reading the failure
         payload = result.to_dict()
-        payload["samples"] = {name: encode_samples(m.samples()) for name, m in recorder.metrics.items()
+        payload["samples"] = {name: base64.b64encode(m.sample_bytes()).decode("ascii")
+                              for name, m in recorder.metrics.items()
                               if m.trials}
         return result, payload
 
@@ -408,6 +409,13 @@ class HwbenchSession:
 
             self.report_warning = write_report_safely(self.writer.dir)
         self._log_mlflow(manifest)
+
+    def release(self) -> None:
+        """Drop the run's results once everything is written and printed (``pytest_unconfigure``): pytest
+        then runs several full garbage collections, and 1000 tests' results made each one slower."""
+        self.results = {}
+        self.sweeps = []
+        self._to_save = {}
 
     def mlflow_uri(self) -> str | None:
         if not (self.options.mlflow_enabled and self.recipe.mlflow.enabled):

@@ -20,6 +20,7 @@ trial are correlated, so only repetitions and sessions say how much a result mov
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -77,7 +78,13 @@ def module_slug(test_id: str) -> str:
     Path separators become ``__`` so every module of a suite gets its own flat file in the testbed
     directory; characters that are awkward in file names become ``_``.
     """
-    path = test_id.split("::", 1)[0].replace("\\", "/")
+    return _module_slug(test_id.split("::", 1)[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_slug(module_path: str) -> str:
+    """``module_slug`` of a module path, remembered: every test of a module asks for the same one."""
+    path = module_path.replace("\\", "/")
     if path.endswith(".py"):
         path = path[:-3]
     parts = []
