@@ -13,7 +13,6 @@ Flow of one test that requests the ``hwbench`` fixture:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pytest_hwbench.outcomes import error_payload, service_death, uses_hwbench
 from pytest_hwbench.report import progress
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
-from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
+from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, payload_of_property, payload_property
 from pytest_hwbench.verdict.result import TestResult
 
 SESSION_KEY = pytest.StashKey[HwbenchSession]()
@@ -364,7 +363,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     elif report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
         payload = error_payload(item, report, session.params_of(item))
     if payload is not None:
-        report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
+        report.user_properties.append((PAYLOAD_KEY, payload_property(payload, item.config)))
     redact_report(report)  # terminal and JUnit render from the report
     return report
 
@@ -383,7 +382,7 @@ class ControllerHooks:
         for i, (key, value) in enumerate(report.user_properties):
             if key == PAYLOAD_KEY:
                 del report.user_properties[i]
-                payload = json.loads(str(value))
+                payload = payload_of_property(value)
                 self.session.add_result(payload, report)
                 self.config.hook.pytest_hwbench_result(
                     config=self.config, result=self.session.results[payload["test_id"]])

@@ -464,3 +464,16 @@ def _iso(ts: float) -> str:
 
 def dumps_payload(payload: dict[str, Any]) -> str:
     return json.dumps(payload, allow_nan=False)
+
+
+def payload_property(payload: dict[str, Any], config: pytest.Config) -> Any:
+    """The payload as it rides in ``report.user_properties``: JSON text on an xdist worker (the report
+    crosses to the controller), the dict itself where this process is the controller. The controller takes
+    it off the report first (a ``tryfirst`` hook), so no other plugin sees it; encoding and decoding it
+    in the same process cost ~0.1 ms per test (issue #14)."""
+    return dumps_payload(payload) if hasattr(config, "workerinput") else payload
+
+
+def payload_of_property(value: Any) -> dict[str, Any]:
+    """Inverse of :func:`payload_property`."""
+    return value if isinstance(value, dict) else json.loads(str(value))
