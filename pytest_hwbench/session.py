@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -239,8 +240,8 @@ class HwbenchSession:
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
             result.baseline = self._compare_baseline(
-                item, metrics, self.environment(result.service_facts, conditions,
-                                                recorder.extra.get("tool_versions")), look)
+                item, metrics, lambda: self.environment(result.service_facts, conditions,
+                                                        recorder.extra.get("tool_versions")), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
         self._attribute(result, recorder)
@@ -264,7 +265,9 @@ class HwbenchSession:
             result.invalid.append(result.bottleneck.line())
 
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
-                          environment: dict[str, Any], look: int) -> Any:
+                          environment_of: Callable[[], dict[str, Any]], look: int) -> Any:
+        """The baseline comparison; ``environment_of`` builds the environment, only when there is a
+        stored baseline to compare it with."""
         from pytest_hwbench.measure.fingerprint import conditions_differ
         from pytest_hwbench.verdict.baseline import compare_test
         from pytest_hwbench.verdict.result import BaselineComparison
@@ -281,6 +284,7 @@ class HwbenchSession:
                 status="NO_BASELINE",
                 message=f"{item.name}: no baseline for testbed {self.testbed!r} in {self.baseline_dir} "
                         "(save one with --hwbench-save-baseline)")
+        environment = environment_of()
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
         differ = conditions_differ(stored, environment.get("conditions") or {})
         return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
