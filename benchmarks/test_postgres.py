@@ -4,7 +4,9 @@ connections.
 Run: ``pytest benchmarks/test_postgres.py --recipe recipes/postgres.yaml`` (initdb + a local postgres).
 Without a recipe that provides a ``postgres`` service the test is skipped with the reason.
 
-Knobs, from the recipe's ``settings:`` (or ``settings.postgres:``): ``mix`` (``tpcb``, or e.g.
+Knobs, from the recipe's ``settings.postgres:`` (or top-level ``settings:``; declared, with their defaults,
+in ``PostgresSettings`` of ``pytest_hwbench/recipe/workload_settings.py`` and checked when the recipe loads):
+``mix`` (``tpcb``, or e.g.
 ``"point_select:range_scan:insert:update:tpcb=40:10:20:20:10"``), ``scale`` and ``accounts_per_branch``
 (pgbench: 100 000), ``range_rows``, ``isolation``, ``statement_timeout_s``, ``duration_s`` / ``requests``
 per trial, ``warmup_requests``, ``workers``, ``dsn``, ``allow_existing_data``. Sweep argument:
@@ -26,22 +28,18 @@ import pytest
 
 from pytest_hwbench.errors import HwbenchError
 from pytest_hwbench.workloads.engine import run_load_sync
-from pytest_hwbench.workloads.kv_metrics import as_int, load_spec_from_settings, merged_settings, summarize_run
+from pytest_hwbench.workloads.kv_metrics import closed_load, summarize_run
 from pytest_hwbench.workloads.postgres_client import PostgresWorkload, metrics_of
-
-#: Per-trial load when the recipe says nothing: short, so a 3-point sweep with 6 trials stays ~10 s.
-DEFAULTS = {"duration_s": 0.5, "warmup_requests": 20}
 
 
 @pytest.fixture
 def postgres_workload(hwbench: Any, hwbench_endpoint: Any, connections: int) -> Iterator[PostgresWorkload]:
     """The workload of this sweep point with its schema loaded; the schema dropped afterwards."""
-    settings = merged_settings(hwbench.settings, "postgres")
-    workers = as_int(settings.get("workers", 1), field="settings.workers", minimum=1)
-    per_worker = -(-connections // workers)  # each load process opens a pool for its share of the users
+    settings = hwbench.workloads.postgres  # typed and checked when the recipe loaded
+    per_worker = -(-connections // settings.workers)  # each load process opens a pool for its share of the users
     problem = ""
     try:
-        workload = PostgresWorkload.from_endpoint(hwbench_endpoint, hwbench.settings, connections=per_worker)
+        workload = PostgresWorkload.from_endpoint(hwbench_endpoint, settings, connections=per_worker)
         prepared = workload.prepare_sync()
     except HwbenchError as err:  # refused or misconfigured: the message names the setting
         problem = str(err)
@@ -62,12 +60,9 @@ def postgres_workload(hwbench: Any, hwbench_endpoint: Any, connections: int) -> 
 @pytest.mark.hwbench(service="postgres", sweep={"connections": [1, 4, 8]})
 def test_postgres_oltp(hwbench: Any, postgres_workload: PostgresWorkload, connections: int) -> None:
     """``connections`` clients run the mix back to back (closed loop, like pgbench) for one trial."""
-    settings = merged_settings(hwbench.settings, "postgres")
-    spec = load_spec_from_settings(settings, connections,
-                                   drain_timeout_s=postgres_workload.statement_timeout_s + 2.0,
-                                   defaults=DEFAULTS)
-    workers = as_int(settings.get("workers", 1), field="settings.workers", minimum=1)
-    run = run_load_sync(spec, postgres_workload.open, workers=workers)
+    settings = hwbench.workloads.postgres
+    spec = closed_load(settings, connections, drain_timeout_s=postgres_workload.statement_timeout_s + 2.0)
+    run = run_load_sync(spec, postgres_workload.open, workers=settings.workers)
     metrics = metrics_of(run, postgres_workload)
     metrics.record_into(hwbench)
     trial = summarize_run(metrics, run)

@@ -3,10 +3,12 @@
 Run: ``pytest benchmarks/test_redis.py --recipe recipes/redis.yaml`` (starts a local redis-server). Without a
 recipe that provides a ``redis`` service the test is skipped with the reason.
 
-Knobs, from the recipe's ``settings:`` (or ``settings.redis:``): ``mix`` (``"get:set=90:10"``),
-``value_size`` (``64``, ``"4kb"``), ``key_size``, ``keyspace``, ``duration_s`` / ``requests`` per trial,
-``warmup_requests``, ``timeout_s``, ``workers`` (load-generator processes), ``password`` / ``username`` /
-``db``, ``allow_existing_data``. Sweep arguments: ``clients`` (concurrent connections) and ``pipeline``.
+Knobs, from the recipe's ``settings.redis:`` (or top-level ``settings:``), declared with their defaults in
+``RedisSettings`` (``pytest_hwbench/recipe/workload_settings.py``) and checked when the recipe loads:
+``mix`` (``"get:set=90:10"``), ``value_size`` (``64``, ``"4kb"``), ``key_size``, ``keyspace``,
+``duration_s`` / ``requests`` per trial, ``warmup_requests``, ``timeout_s``, ``workers`` (load-generator
+processes), ``password`` / ``username`` / ``db``, ``allow_existing_data``. Sweep arguments: ``clients``
+(concurrent connections) and ``pipeline``.
 
 The key space is seeded once per sweep point before the first trial (not measured) and deleted after the
 last one; each trial is one closed-loop run of the engine. Metrics: ``ops_s``, ``latency_us`` (one sample per
@@ -23,11 +25,8 @@ import pytest
 
 from pytest_hwbench.errors import HwbenchError
 from pytest_hwbench.workloads.engine import run_load_sync
-from pytest_hwbench.workloads.kv_metrics import as_int, load_spec_from_settings, merged_settings, summarize_run
+from pytest_hwbench.workloads.kv_metrics import closed_load, summarize_run
 from pytest_hwbench.workloads.redis_client import RedisWorkload, metrics_of
-
-#: Per-trial load when the recipe says nothing: short, so a 3-point sweep with 6 trials stays ~10 s.
-DEFAULTS = {"duration_s": 0.5, "warmup_requests": 100}
 
 
 async def _leftover_keys(workload: RedisWorkload) -> int:
@@ -43,7 +42,7 @@ def redis_workload(hwbench: Any, hwbench_endpoint: Any, pipeline: int) -> Iterat
     """The workload of this sweep point, with its key space seeded; every key it made deleted afterwards."""
     problem = ""
     try:
-        workload = RedisWorkload.from_endpoint(hwbench_endpoint, hwbench.settings, pipeline=pipeline)
+        workload = RedisWorkload.from_endpoint(hwbench_endpoint, hwbench.workloads.redis, pipeline=pipeline)
         prepared = workload.prepare_sync()
     except HwbenchError as err:  # refused or misconfigured: the message names the setting
         problem = str(err)
@@ -67,11 +66,9 @@ def redis_workload(hwbench: Any, hwbench_endpoint: Any, pipeline: int) -> Iterat
 @pytest.mark.hwbench(service="redis", sweep={"clients": [1, 4, 16], "pipeline": [1]})
 def test_redis_get_set(hwbench: Any, redis_workload: RedisWorkload, clients: int) -> None:
     """``clients`` connections issue the GET/SET mix back to back (closed loop) for one trial."""
-    settings = merged_settings(hwbench.settings, "redis")
-    spec = load_spec_from_settings(settings, clients, drain_timeout_s=redis_workload.timeout_s + 1.0,
-                                   defaults=DEFAULTS)
-    workers = as_int(settings.get("workers", 1), field="settings.workers", minimum=1)
-    run = run_load_sync(spec, redis_workload.open, workers=workers)
+    settings = hwbench.workloads.redis  # typed and checked when the recipe loaded
+    spec = closed_load(settings, clients, drain_timeout_s=redis_workload.timeout_s + 1.0)
+    run = run_load_sync(spec, redis_workload.open, workers=settings.workers)
     metrics = metrics_of(run)
     metrics.record_into(hwbench)
     trial = summarize_run(metrics, run)

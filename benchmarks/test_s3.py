@@ -6,10 +6,11 @@ the S3 client path (signing, HTTP, the network stack), not storage. Skipped with
 has no ``s3`` service.
 
 Sweeps (recipe ``sweep:`` overrides the defaults below): ``object_size`` (bytes), ``object_count`` (keys
-cycled through), ``concurrency`` (requests in flight). Recipe ``settings:`` knobs:
+cycled through), ``concurrency`` (requests in flight). Recipe ``settings:`` knobs, declared with their
+defaults in ``S3Settings`` (``pytest_hwbench/recipe/workload_settings.py``) and checked when the recipe loads:
 
-* ``s3_requests`` (measured requests per trial, default 40), ``s3_warmup_requests`` (default 4),
-  ``s3_read_fraction`` (GET share of the mixed test, default 0.5), ``s3_read_timeout_s`` (default 30);
+* ``s3_requests`` (measured requests per trial), ``s3_warmup_requests``, ``s3_read_fraction`` (GET share of
+  the mixed test), ``s3_read_timeout_s``;
 * ``s3_access_key`` / ``s3_secret_key`` — credentials, e.g. ``${AWS_ACCESS_KEY_ID}``; when absent the
   service's own ``access_key`` / ``secret_key`` are used. Never printed or stored in reports;
 * ``s3_bucket`` — a bucket to use instead of the run's own ``hwbench-<run>``;
@@ -77,30 +78,28 @@ def s3_buckets() -> Iterator[Buckets]:
 
 
 def _config(hwbench: Any, endpoint: Any) -> S3Config:
-    settings, extra = hwbench.settings, endpoint.extra
-    if settings.get("s3_access_key") or settings.get("s3_secret_key"):
-        key, secret = settings.get("s3_access_key") or "", settings.get("s3_secret_key") or ""
+    settings, extra = hwbench.workloads.s3, endpoint.extra
+    if settings.access_key or settings.secret_key:
+        key, secret = settings.access_key or "", settings.secret_key or ""
         where = "settings.s3_access_key / settings.s3_secret_key"
     else:
         key, secret = extra.get("access_key") or "", extra.get("secret_key") or ""
         where = f"services.{endpoint.name or 's3'}.access_key / services.{endpoint.name or 's3'}.secret_key"
     return S3Config(endpoint_url=str(extra.get("endpoint_url") or endpoint.url), access_key=str(key),
                     secret_key=str(secret), region=str(extra.get("region") or "us-east-1"),
-                    credentials_field=where, read_timeout_s=float(settings.get("s3_read_timeout_s", 30)))
+                    credentials_field=where, read_timeout_s=settings.read_timeout_s)
 
 
 def _run(hwbench: Any, endpoint: Any, services: Any, buckets: Buckets, op: str, object_size: int,
          object_count: int, concurrency: int) -> None:
-    settings = hwbench.settings
+    settings = hwbench.workloads.s3  # typed and checked when the recipe loaded
     config = _config(hwbench, endpoint)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    bucket = str(settings.get("s3_bucket") or endpoint.extra.get("bucket") or bucket_name(services.run_id, worker))
-    guard = buckets.get(config, bucket, bool(settings.get("allow_existing_data", False)))
+    bucket = str(settings.bucket or endpoint.extra.get("bucket") or bucket_name(services.run_id, worker))
+    guard = buckets.get(config, bucket, settings.allow_existing_data)
     workload = S3Workload(op=op, object_size=int(object_size), object_count=int(object_count),  # type: ignore[arg-type]
-                          read_fraction=float(settings.get("s3_read_fraction", 0.5)),
-                          key_prefix=f"{op}-{object_size}-{object_count}/")
-    spec = LoadSpec.closed(int(concurrency), requests=int(settings.get("s3_requests", 40)),
-                           warmup_requests=int(settings.get("s3_warmup_requests", 4)))
+                          read_fraction=settings.read_fraction, key_prefix=f"{op}-{object_size}-{object_count}/")
+    spec = LoadSpec.closed(int(concurrency), requests=settings.requests, warmup_requests=settings.warmup_requests)
     out = run_s3(config, guard, workload, spec)
     m = out.metrics
     hwbench.record("ops_s", m.ops_s, unit="op/s")

@@ -7,9 +7,10 @@ collection's distance), and drops the collection. Runs against the recipe's ``ch
 recipe lacks is skipped with the reason.
 
 Sweeps (recipe ``sweep:`` overrides these defaults): ``vector_count``, ``dim``, ``top_k``, ``concurrency``
-(queries in flight). Recipe ``settings:`` knobs: ``vector_queries`` (default 100), ``vector_batch_size``
-(250), ``vector_metric`` (cosine | l2 | ip), ``vector_insert_concurrency`` (1), ``vector_warmup_queries``
-(5), ``vector_timeout_s`` (30), ``vector_seed`` (0), ``qdrant_query_api`` (query | search),
+(queries in flight). Recipe ``settings:`` knobs, declared with their defaults in ``VectorSettings``
+(``pytest_hwbench/recipe/workload_settings.py``) and checked when the recipe loads: ``vector_queries``,
+``vector_batch_size``, ``vector_metric`` (cosine | l2 | ip), ``vector_insert_concurrency``,
+``vector_warmup_queries``, ``vector_timeout_s``, ``vector_seed``, ``qdrant_query_api`` (query | search),
 ``allow_existing_data`` (drop and re-create an existing ``hwbench_<run>`` collection instead of refusing).
 
 Metrics: ``insert_vectors_s``, ``insert_batch_ms``, ``query_qps``, ``query_latency_ms``, ``recall_at_k``
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from pytest_hwbench.recipe.workload_settings import VectorSettings
 from pytest_hwbench.workloads.vector_client import (
     ChromaConfig,
     QdrantConfig,
@@ -38,14 +40,12 @@ SWEEP = {"vector_count": [2000], "dim": [64], "top_k": [10], "concurrency": [1, 
 _DATASETS: dict[VectorWorkload, VectorDataset] = {}
 
 
-def _workload(settings: dict[str, Any], vector_count: int, dim: int, top_k: int, concurrency: int) -> VectorWorkload:
+def _workload(settings: VectorSettings, vector_count: int, dim: int, top_k: int, concurrency: int) \
+        -> VectorWorkload:
     return VectorWorkload(vectors=int(vector_count), dim=int(dim), k=int(top_k), concurrency=int(concurrency),
-                          queries=int(settings.get("vector_queries", 100)),
-                          batch_size=int(settings.get("vector_batch_size", 250)),
-                          metric=str(settings.get("vector_metric", "cosine")),
-                          insert_concurrency=int(settings.get("vector_insert_concurrency", 1)),
-                          warmup_queries=int(settings.get("vector_warmup_queries", 5)),
-                          seed=int(settings.get("vector_seed", 0)))
+                          queries=settings.queries, batch_size=settings.batch_size, metric=settings.metric,
+                          insert_concurrency=settings.insert_concurrency, warmup_queries=settings.warmup_queries,
+                          seed=settings.seed)
 
 
 def _dataset(workload: VectorWorkload) -> VectorDataset:
@@ -72,7 +72,7 @@ def _record(hwbench: Any, result: VectorTrialResult) -> None:
 def _run(hwbench: Any, services: Any, factory: Any, workload: VectorWorkload) -> None:
     try:
         result = run_vector_trial(factory, workload, _dataset(workload),
-                                  allow_existing=bool(hwbench.settings.get("allow_existing_data", False)))
+                                  allow_existing=hwbench.workloads.vector.allow_existing_data)
     except VectorSetupError as err:
         pytest.fail(f"vector database set-up failed: {err}", pytrace=False)
     _record(hwbench, result)
@@ -86,9 +86,9 @@ def _collection(services: Any) -> str:
 def test_chroma_insert_query(hwbench, hwbench_endpoint, hwbench_services, vector_count, dim, top_k,
                              concurrency) -> None:
     """Chroma through its async HTTP client."""
-    s = hwbench.settings
+    s = hwbench.workloads.vector  # typed and checked when the recipe loaded
     cfg = ChromaConfig(host=hwbench_endpoint.host, port=hwbench_endpoint.port, collection=_collection(hwbench_services),
-                       ssl=hwbench_endpoint.url.startswith("https"), timeout_s=float(s.get("vector_timeout_s", 30)))
+                       ssl=hwbench_endpoint.url.startswith("https"), timeout_s=s.timeout_s)
     _run(hwbench, hwbench_services, cfg.open, _workload(s, vector_count, dim, top_k, concurrency))
 
 
@@ -96,9 +96,8 @@ def test_chroma_insert_query(hwbench, hwbench_endpoint, hwbench_services, vector
 def test_qdrant_insert_query(hwbench, hwbench_endpoint, hwbench_services, vector_count, dim, top_k,
                              concurrency) -> None:
     """Qdrant through its REST API (aiohttp)."""
-    s = hwbench.settings
+    s = hwbench.workloads.vector
     cfg = QdrantConfig(url=hwbench_endpoint.url, collection=_collection(hwbench_services),
-                       api_key=hwbench_endpoint.extra.get("api_key") or None,
-                       timeout_s=float(s.get("vector_timeout_s", 30)),
-                       query_api=str(s.get("qdrant_query_api", "query")))
+                       api_key=hwbench_endpoint.extra.get("api_key") or None, timeout_s=s.timeout_s,
+                       query_api=s.qdrant_query_api)
     _run(hwbench, hwbench_services, cfg.open, _workload(s, vector_count, dim, top_k, concurrency))

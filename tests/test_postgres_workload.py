@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from pytest_hwbench.errors import HwbenchError, HwbenchInputError
+from pytest_hwbench.recipe.loader import load_recipe_text
+from pytest_hwbench.recipe.workload_settings import PostgresSettings
 from pytest_hwbench.services.base import Endpoint
 from pytest_hwbench.workloads.engine import LoadSpec, run_load_sync
 from pytest_hwbench.workloads.postgres_client import PostgresWorkload, classify, metrics_of, run_postgres
@@ -207,11 +209,11 @@ def test_refuses_a_database_with_schemas_it_did_not_create(db: str) -> None:
 def test_wrong_credentials_name_the_setting(pg: PgProc, db: str) -> None:
     endpoint = Endpoint(host="127.0.0.1", port=pg.port, url="", name="pgmain",
                         extra={"dsn": db.replace(PASSWORD, "wrong")})
-    w = PostgresWorkload.from_endpoint(endpoint, {})
+    w = PostgresWorkload.from_endpoint(endpoint, None)
     with pytest.raises(HwbenchInputError, match="rejected the credentials of user 'postgres'") as err:
         w.prepare_sync()
     assert err.value.field == "services.pgmain.password" and "wrong" not in str(err.value)
-    w = PostgresWorkload.from_endpoint(endpoint, {"postgres": {"dsn": db.replace(PASSWORD, "nope")}})
+    w = PostgresWorkload.from_endpoint(endpoint, PostgresSettings(dsn=db.replace(PASSWORD, "nope")))
     with pytest.raises(HwbenchInputError) as err:
         w.prepare_sync()
     assert err.value.field == "settings.dsn"
@@ -271,7 +273,7 @@ def test_serialization_failures_are_counted_not_crashes(db: str) -> None:
 
 
 def test_server_restart_mid_run_keeps_partial_results(pg: PgProc, db: str) -> None:
-    w = small(db, mix="point_select:update=1:1", connections=2, pool_timeout_s=10)
+    w = small(db, mix="point_select:update:tpcb=1:1:1", connections=2, pool_timeout_s=10)
     w.prepare_sync()
     marks: dict[str, int] = {}
 
@@ -321,9 +323,13 @@ def test_settings_are_validated_with_their_field() -> None:
     with pytest.raises(HwbenchInputError) as err:
         PostgresWorkload(dsn="postgresql://x@h/db", isolation="snapshot")
     assert err.value.field == "settings.isolation"
+    # the recipe's typed record (top-level keys apply to both data services, a section wins) is what it takes
+    recipe = load_recipe_text("version: 1\nsettings: {mix: set, postgres: {mix: insert, scale: 3}, "
+                              "redis: {keyspace: 9}}\n", "r.yaml")
     w = PostgresWorkload.from_endpoint(Endpoint(host="h", port=1, url="", extra={"dsn": "postgresql://x@h/db"}),
-                                       {"mix": "insert", "postgres": {"scale": 3}, "redis": {"scale": 9}})
+                                       recipe.workloads.postgres)
     assert w.mix == {"insert": 1.0} and w.scale == 3 and w.throughput == "ops_s" and w.schema.startswith("hwbench_")
+    assert recipe.workloads.redis.mix == {"set": 1.0} and recipe.workloads.redis.keyspace == 9
 
 
 def test_benchmark_recipe_runs_the_sweep_against_the_real_server(pytester: pytest.Pytester) -> None:

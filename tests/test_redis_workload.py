@@ -25,7 +25,6 @@ from pytest_hwbench.workloads.engine import LoadSpec, run_load_sync
 from pytest_hwbench.workloads.kv_metrics import (
     KVRecord,
     compute_kv_metrics,
-    merged_settings,
     mix_table,
     parse_mix,
     parse_size,
@@ -119,7 +118,6 @@ def test_mix_parsing_and_table() -> None:
     assert parse_size(64, field="f") == 64
     with pytest.raises(HwbenchInputError, match="must be a size"):
         parse_size("lots", field="settings.value_size")
-    assert merged_settings({"mix": "a", "redis": {"mix": "b"}, "postgres": {"mix": "c"}}, "redis") == {"mix": "b"}
 
 
 def test_workload_validation_names_the_setting() -> None:

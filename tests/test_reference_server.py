@@ -131,13 +131,18 @@ def test_chat_stream_has_the_openai_shape_and_the_configured_timing():
     events = serve(cfg, body)
     assert events[-1][1] == b"[DONE]"
     role, *content, usage, _ = events
-    assert role[1]["choices"][0]["delta"] == {"role": "assistant", "content": ""} and role[0] < 0.025
+    assert role[1]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert len(content) == 5 and all(e["object"] == "chat.completion.chunk" for _, e in content)
     assert [e["choices"][0]["finish_reason"] for _, e in content] == [None] * 4 + ["stop"]
     assert usage[1]["choices"] == [] and usage[1]["usage"] == {"prompt_tokens": 10, "completion_tokens": 5,
                                                                "total_tokens": 15}
     times = np.array([t for t, _ in content])
-    assert times[0] >= 0.030 and np.diff(times).mean() == pytest.approx(0.010, abs=0.003)
+    # Absolute deadlines: token k is never sent before ttft + k * itl (a server that sent early or all at
+    # once fails here); lateness only adds, and on a loaded machine it can add tens of milliseconds, so the
+    # upper bound is loose and the pacing is checked by the lower one.
+    assert np.all(times >= 0.030 + 0.010 * np.arange(5) - 0.001), times
+    assert times[-1] < 0.070 + 2.0, times
+    assert role[0] <= times[0]  # the role chunk leads, before the first token's deadline
     timing = usage[1]["hwbench_timing"]
     assert timing["arrival_ns"] < timing["first_token_ns"] < timing["last_token_ns"]
 
@@ -172,9 +177,9 @@ def test_capacity_limit_queues_the_excess_in_fifo_order():
         return times, await (await s.get(url + "/hwbench/stats")).json()
     times, stats = serve(cfg, body)
     assert stats["max_inflight"] == 2 and stats["max_queued"] == 4
-    # three waves of two: ~40, ~80, ~120 ms (lower bounds are exact: the server is never early; the upper
-    # bound only says the first wave did not queue, with room for a busy runner)
-    assert times[1] < 0.078 + 0.05 and times[2] >= 0.078 and times[4] >= 0.118
+    # three waves of two: ~40, ~80, ~120 ms. Lower bounds are exact (the server is never early); that the
+    # first wave did not queue is max_queued == 4 above (no upper time bound: a loaded runner adds lateness)
+    assert times[0] >= 0.039 and times[2] >= 0.078 and times[4] >= 0.118
     assert stats["queue_wait_ms"]["max"] >= 78
 
 
@@ -185,9 +190,10 @@ def test_stall_freezes_every_stream_for_its_duration():
         return await sse_events(s, url + "/v1/completions", {"model": MODEL, "prompt": "x", "stream": True})
     times = np.array([t for t, e in serve(cfg, body) if isinstance(e, dict)])
     # deadlines 10, 60, [110 falls in the 100-500 ms stall -> 500], 550, 600, 650 ms
-    gaps = np.diff(times)
-    assert gaps[1] >= 0.39 and times[2] >= 0.5 and times[-1] == pytest.approx(0.65, abs=0.03)
-    assert np.all(np.delete(gaps, 1) == pytest.approx(0.05, abs=0.02))
+    # Each token no earlier than its deadline (the stall holds the third until 500 ms, and the later ones keep
+    # their absolute deadlines); lateness on a loaded machine only adds, so the upper bound is loose.
+    assert np.all(times >= np.array([0.010, 0.060, 0.500, 0.550, 0.600, 0.650]) - 0.001), times
+    assert times[-1] < 0.65 + 1.0, times
 
 
 def test_fault_probabilities_and_the_forcing_header():

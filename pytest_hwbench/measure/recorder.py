@@ -19,6 +19,7 @@ import numpy as np
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import Better, Metric, MetricResult, infer_better
 from pytest_hwbench.measure.microbench import run_rounds
+from pytest_hwbench.recipe.workload_settings import WorkloadSettings
 
 if TYPE_CHECKING:
     from pytest_hwbench.measure.samplers.monitor import ResourceMonitor
@@ -65,7 +66,9 @@ class Recorder:
     """Records named metrics (unit, direction, samples per trial) for one test.
 
     Attributes a test may read: ``test_id``, ``params`` (this test's parameters), ``recipe`` (the loaded
-    recipe), ``settings`` (the recipe's free-form ``settings`` mapping), ``trial`` (current trial index;
+    recipe), ``settings`` (the recipe's free-form ``settings`` mapping), ``workloads`` (the shipped
+    workloads' settings, checked and typed when the recipe loaded: ``hwbench.workloads.redis.keyspace``),
+    ``trial`` (current trial index;
     -1 during warm-up), ``is_warmup``.
     """
 
@@ -75,6 +78,7 @@ class Recorder:
         self.params: dict[str, Any] = dict(params or {})
         self.recipe = recipe
         self.settings: dict[str, Any] = dict(getattr(recipe, "settings", {}) or {})
+        self.workloads: WorkloadSettings = getattr(recipe, "workloads", None) or WorkloadSettings()
         self.confidence = confidence
         self.metrics: dict[str, Metric] = {}
         self.trial = 0

@@ -8,6 +8,7 @@ user fixes every mistake in one edit instead of one per run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
@@ -19,16 +20,7 @@ import yaml
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.interpolate import interpolate_tree
-from pytest_hwbench.recipe.model import (
-    BaselinePolicy,
-    HardwareSettings,
-    MetricPolicy,
-    MlflowSettings,
-    ModelSettings,
-    Recipe,
-    ResourceSettings,
-    ServiceSpec,
-)
+from pytest_hwbench.recipe.model import MlflowSettings, Recipe, ServiceSpec
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
 from pytest_hwbench.report.redact import Redactor, secrets_in_tree
 from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
@@ -133,26 +125,12 @@ def _in_document_order(issues: list[Issue], data: Any) -> list[Issue]:
     return sorted(issues, key=position)
 
 
-def hardware_settings(clean: dict[str, Any]) -> HardwareSettings:
-    """``hardware:`` as typed settings; model directories get ``~`` expanded, lists become tuples."""
-    hw = dict(clean)
-    models = dict(hw.pop("models", {}))
-    for key in ("dirs", "select"):
-        if key in models:
-            models[key] = tuple(os.path.expanduser(v) if key == "dirs" else v for v in models[key])
-    return HardwareSettings(models=ModelSettings(**models), **hw)
-
-
 def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> Recipe:
-    """Turn validated data into the model; absent keys take the dataclass defaults (written once, there)."""
+    """Turn validated data into the model. The sections are typed records already (built by their
+    declarations in ``schema.validate``); absent keys take the defaults declared there."""
     kwargs: dict[str, Any] = {k: clean[k] for k in
-                              ("description", "testbed", "repetitions", "warmup", "sweep", "slo", "settings")
-                              if k in clean}
-    if "baseline" in clean:
-        base = dict(clean["baseline"])
-        if "metrics" in base:
-            base["metrics"] = {m: MetricPolicy(**p) for m, p in base["metrics"].items()}
-        kwargs["baseline"] = BaselinePolicy(**base)
+                              ("description", "testbed", "repetitions", "warmup", "sweep", "slo", "baseline",
+                               "mlflow", "hardware", "resources") if k in clean}
     if "services" in clean:
         services = {}
         for name, spec in clean["services"].items():
@@ -161,21 +139,23 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
             backend = rest.pop("backend", "process")
             services[name] = ServiceSpec(name=name, kind=kind, backend=backend, settings=rest)
         kwargs["services"] = services
-    if "mlflow" in clean:
-        kwargs["mlflow"] = MlflowSettings(**clean["mlflow"])
-    if "hardware" in clean:
-        kwargs["hardware"] = hardware_settings(clean["hardware"])
-    if "resources" in clean:
-        kwargs["resources"] = ResourceSettings(**clean["resources"])
+    settings: dict[str, Any] = {}
+    if "settings" in clean:
+        settings, kwargs["workloads"] = clean["settings"]
     return Recipe(
         path=source,
         name=clean.get("name") or Path(source).stem,
         text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         secret_values=frozenset(secrets | secrets_in_tree(clean.get("services")) | secrets_in_tree(
-            clean.get("settings")) | secrets_in_tree(clean.get("mlflow"))),
+            settings) | secrets_in_tree(_mlflow_tree(clean.get("mlflow")))),
+        settings=settings,
         **kwargs,
     )
+
+
+def _mlflow_tree(mlflow: MlflowSettings | None) -> dict[str, Any] | None:
+    return None if mlflow is None else dataclasses.asdict(mlflow)
 
 
 def load_recipe_text(text: str, source: str, *, env: Mapping[str, str] | None = None) -> Recipe:

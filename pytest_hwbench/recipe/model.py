@@ -7,14 +7,34 @@ benchmark runs, which SLOs apply to which tests (by node-id pattern) and how bas
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from pytest_hwbench.recipe.specs import Bool, Declared, Enum, Float, Int, ListOf, MapOf, Nullable, Str, setting
+from pytest_hwbench.recipe.workload_settings import WorkloadSettings
 
 Backend = Literal["docker", "process", "external"]
 InconclusivePolicy = Literal["fail", "warn", "rerun"]
 
 BACKENDS: tuple[str, ...] = ("docker", "process", "external")
 INCONCLUSIVE_POLICIES: tuple[str, ...] = ("fail", "warn", "rerun")
+
+#: Upper bounds that keep a typo (``repetitions: 1000000000``) from hanging a run for days.
+MAX_REPETITIONS = 100_000
+MAX_WARMUP = 10_000
+
+_TOLERANCE = Float(gt=0, lt=1)
+_INCONCLUSIVE = Enum(INCONCLUSIVE_POLICIES)
+_PATHS = ListOf(Str(nonempty=True), single=True)
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _expanded_paths(value: Any) -> tuple[str, ...]:
+    return tuple(os.path.expanduser(v) for v in value)
 
 
 def nodeid_matches(nodeid: str, pattern: str) -> bool:
@@ -29,26 +49,29 @@ def nodeid_matches(nodeid: str, pattern: str) -> bool:
 class MetricPolicy:
     """Per-metric overrides of the baseline policy; None means "use the recipe-wide value"."""
 
-    tolerance: float | None = None
-    inconclusive: InconclusivePolicy | None = None
+    tolerance: float | None = setting(None, _TOLERANCE)
+    inconclusive: InconclusivePolicy | None = setting(None, _INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
 class BaselinePolicy:
     """How baselines are stored and compared (docs/verdicts.md)."""
 
-    dir: str = "baselines"
-    tolerance: float = 0.05
-    inconclusive: InconclusivePolicy = "warn"
-    reruns: int = 5
-    stale_factor: float = 2.0
-    confidence: float = 0.95
-    require: bool = False
-    metrics: dict[str, MetricPolicy] = field(default_factory=dict)
+    dir: str = setting("baselines", Str(nonempty=True))
+    tolerance: float = setting(0.05, _TOLERANCE)
+    inconclusive: InconclusivePolicy = setting("warn", _INCONCLUSIVE)
+    reruns: int = setting(5, Int(min=0, max=100))
+    stale_factor: float = setting(2.0, Float(ge=1, lt=1e6))
+    confidence: float = setting(0.95, Float(gt=0.5, lt=1))
+    require: bool = setting(False, Bool())
+    metrics: dict[str, MetricPolicy] = setting(
+        {}, MapOf(Declared(MetricPolicy), what="a mapping of metric name to {tolerance, inconclusive}"))
     # History and sequential trials (docs/verdicts.md says how the defaults were chosen).
-    sessions: int = 5                 # stored sessions kept per test
-    session_noise: float = 0.03       # prior SD of a whole session's shift, until the history measures it
-    max_seconds: float = 300.0        # time budget for the sequential rounds (``reruns`` is the round budget)
+    sessions: int = setting(5, Int(min=1, max=10_000))  # stored sessions kept per test
+    # prior SD of a whole session's shift, until the history measures it
+    session_noise: float = setting(0.03, Float(ge=0, lt=1))
+    # time budget for the sequential rounds (``reruns`` is the round budget)
+    max_seconds: float = setting(300.0, Float(gt=0, lt=1e7))
 
     def tolerance_for(self, metric: str) -> float:
         mp = self.metrics.get(metric)
@@ -71,34 +94,35 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class MlflowSettings:
-    tracking_uri: str | None = None
-    experiment: str = "hwbench"
-    enabled: bool = True
+    tracking_uri: str | None = setting(None, Nullable(Str(nonempty=True), empty_is_null=True))
+    experiment: str = setting("hwbench", Str(nonempty=True))
+    enabled: bool = setting(True, Bool())
     #: how long the first answer of a tracking server may take, and how many more tries (with backoff)
-    probe_timeout_s: float = 3.0
-    probe_retries: int = 0
+    probe_timeout_s: float = setting(3.0, Float(gt=0, lt=3600))
+    probe_retries: int = setting(0, Int(min=0, max=100))
 
 
 @dataclass(frozen=True)
 class ResourceSettings:
     """Resource sampling during measured trials (``measure.samplers``): on/off, tick interval, GPUs."""
 
-    enabled: bool = True
-    interval_ms: int = 200
-    gpu: bool = True
+    enabled: bool = setting(True, Bool())
+    interval_ms: int = setting(200, Int(min=50, max=3_600_000))
+    gpu: bool = setting(True, Bool())
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     """``hardware.models``: where GGUF models are searched and which are benchmarked (workloads/hardware/models.py)."""
 
-    dirs: tuple[str, ...] = ()
-    ollama: bool = True
-    huggingface: bool = True
-    select: tuple[str, ...] = ("default",)  # default | all | globs and re:<regex>
-    default_count: int = 3
-    max_size_gib: float | None = None
-    memory_headroom: float = 0.2
+    dirs: tuple[str, ...] = setting((), _PATHS, convert=_expanded_paths)  # ``~`` expanded
+    ollama: bool = setting(True, Bool())
+    huggingface: bool = setting(True, Bool())
+    # default | all | globs and re:<regex>
+    select: tuple[str, ...] = setting(("default",), _PATHS, convert=_tuple)
+    default_count: int = setting(3, Int(min=1, max=1000))
+    max_size_gib: float | None = setting(None, Nullable(Float(gt=0), empty_is_null=True))
+    memory_headroom: float = setting(0.2, Float(ge=0))
 
 
 @dataclass(frozen=True)
@@ -106,18 +130,21 @@ class HardwareSettings:
     """``hardware:``: the hardware tools' options (benchmarks/test_hardware.py, test_gguf.py). Values that are
     swept (threads, n_prompt, n_gen, batch_size, n_gpu_layers, flash_attn) belong in ``sweep:`` instead."""
 
-    models: ModelSettings = field(default_factory=ModelSettings)
-    llama_bench_repetitions: int = 3  # llama-bench -r: its samples per trial
-    sevenzip_dict_log2: int = 16  # 7z b -md
-    sevenzip_passes: int = 1
-    stream_array_mib: float | None = None  # per array; default 4 x total last-level cache (STREAM's rule)
-    stream_ntimes: int = 5
-    stream_cross_check: bool = True  # likwid-bench copy/triad on the same sizes in the same test
-    fio_size_mib: int = 64
-    fio_runtime_s: float = 2.0
-    fio_iodepth: int = 16
-    fio_ioengine: str = "libaio"
-    timeout_s: float = 900.0  # per tool invocation
+    models: ModelSettings = setting(ModelSettings(), Declared(ModelSettings))
+    # llama-bench -r: its samples per trial
+    llama_bench_repetitions: int = setting(3, Int(min=1, max=MAX_REPETITIONS))
+    sevenzip_dict_log2: int = setting(16, Int(min=10, max=40))  # 7z b -md
+    sevenzip_passes: int = setting(1, Int(min=1, max=MAX_REPETITIONS))
+    # per array; default 4 x total last-level cache (STREAM's rule)
+    stream_array_mib: float | None = setting(None, Nullable(Float(gt=0), empty_is_null=True))
+    stream_ntimes: int = setting(5, Int(min=2, max=MAX_REPETITIONS))
+    # likwid-bench copy/triad on the same sizes in the same test
+    stream_cross_check: bool = setting(True, Bool())
+    fio_size_mib: int = setting(64, Int(min=1, max=1 << 24))
+    fio_runtime_s: float = setting(2.0, Float(gt=0, lt=1e6))
+    fio_iodepth: int = setting(16, Int(min=1, max=65536))
+    fio_ioengine: str = setting("libaio", Str(nonempty=True))
+    timeout_s: float = setting(900.0, Float(gt=0, lt=1e6))  # per tool invocation
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,9 @@ class Recipe:
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     settings: dict[str, Any] = field(default_factory=dict)
+    """The free ``settings`` mapping as written (``hwbench.settings``); the shipped workloads' part of it is
+    in ``workloads``, checked and typed."""
+    workloads: WorkloadSettings = field(default_factory=WorkloadSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     secret_values: frozenset[str] = frozenset()
 

@@ -34,13 +34,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pytest_hwbench.errors import HwbenchError, HwbenchInputError
+from pytest_hwbench.recipe.workload_settings import PostgresSettings, RedisSettings, parse_mix, parse_size
+
+__all__ = ["SERIALIZATION_SQLSTATES", "UNKNOWN_OP", "KVMetrics", "KVRecord", "closed_load", "compute_kv_metrics",
+           "mix64", "mix_table", "parse_mix", "parse_size", "summarize_run"]
 from pytest_hwbench.workloads.records import RequestRecord
 
 #: SQLSTATEs of transactions the server aborted to resolve a conflict (retryable by the application).
@@ -75,76 +79,6 @@ class KVRecord(RequestRecord):
         self.fail(error, detail, end_ns)
         self.op_failed = dict(self.op_counts or {self.op or UNKNOWN_OP: 1})
         return self
-
-
-def merged_settings(settings: Mapping[str, Any] | None, section: str) -> dict[str, Any]:
-    """The recipe's free ``settings`` for one workload: top-level keys, overridden by ``settings[section]``.
-
-    Why both: a recipe that benchmarks only Redis reads best with ``settings: {mix: ..., clients: ...}``;
-    one that benchmarks Redis *and* PostgreSQL needs ``settings: {redis: {mix: ...}, postgres: {mix: ...}}``
-    so the two ``mix`` values do not collide.
-    """
-    settings = dict(settings or {})
-    own = settings.pop(section, None)
-    for other in ("redis", "postgres"):
-        settings.pop(other, None)
-    if own is not None and not isinstance(own, Mapping):
-        raise HwbenchInputError(f"must be a mapping, got {own!r}", field=f"settings.{section}",
-                                fix=f"write settings: {{{section}: {{name: value}}}}")
-    settings.update(own or {})
-    return settings
-
-
-_MIX_SPLIT = re.compile(r"\s*[:,/]\s*")
-
-
-def parse_mix(mix: str | Mapping[str, Any], allowed: Sequence[str], *, field: str = "settings.mix") \
-        -> dict[str, float]:
-    """Operation mix → normalised weights, e.g. ``"get:set=90:10"`` → ``{"get": 0.9, "set": 0.1}``.
-
-    Accepted forms: ``"get:set=90:10"`` (names, then weights), ``"get=90,set=10"``, a single name
-    (``"set"``: only that operation), or a mapping ``{get: 90, set: 10}``. Weights are relative.
-    """
-    fix = f"write e.g. {':'.join(allowed[:2])}={':'.join(['50'] * min(2, len(allowed)))} " \
-          f"(operations: {', '.join(allowed)})"
-    pairs: list[tuple[str, Any]]
-    if isinstance(mix, Mapping):
-        pairs = list(mix.items())
-    elif isinstance(mix, str) and mix.strip():
-        text = mix.strip()
-        if "=" in text and text.count("=") == 1 and "," not in text:
-            names, weights_text = text.split("=")
-            n, w = _MIX_SPLIT.split(names.strip()), _MIX_SPLIT.split(weights_text.strip())
-            if len(n) != len(w):
-                raise HwbenchInputError(f"{mix!r}: {len(n)} operations but {len(w)} weights", field=field,
-                                        fix=fix)
-            pairs = list(zip(n, w, strict=True))
-        elif "=" in text:
-            pairs = []
-            for part in text.split(","):
-                name, _, weight = part.partition("=")
-                pairs.append((name.strip(), weight.strip()))
-        else:
-            pairs = [(name, 1) for name in _MIX_SPLIT.split(text)]
-    else:
-        raise HwbenchInputError(f"mix must be a string or a mapping, got {mix!r}", field=field, fix=fix)
-    weights: dict[str, float] = {}
-    for name, weight in pairs:
-        name = str(name).strip().lower()
-        if name not in allowed:
-            raise HwbenchInputError(f"unknown operation {name!r} in mix {mix!r}", field=field, fix=fix)
-        try:
-            value = float(weight)
-        except (TypeError, ValueError):
-            raise HwbenchInputError(f"weight {weight!r} of {name!r} is not a number", field=field,
-                                    fix=fix) from None
-        if not math.isfinite(value) or value < 0:
-            raise HwbenchInputError(f"weight of {name!r} must be >= 0, got {weight!r}", field=field, fix=fix)
-        weights[name] = weights.get(name, 0.0) + value
-    total = sum(weights.values())
-    if total <= 0:
-        raise HwbenchInputError(f"mix {mix!r} has no operation with a positive weight", field=field, fix=fix)
-    return {name: w / total for name, w in weights.items() if w > 0}
 
 
 def mix_table(weights: Mapping[str, float], size: int = 1024) -> tuple[str, ...]:
@@ -356,90 +290,14 @@ def summarize_run(metrics: KVMetrics, run: Any) -> dict[str, Any]:
     return out
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.I)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
-
-
-def parse_size(value: Any, *, field: str, minimum: int = 0) -> int:
-    """A byte size from a recipe: an integer, or a string such as ``"4kb"``, ``"1mb"``, ``"512"``.
-
-    Units are binary (``1kb`` = 1024 bytes), as in redis.conf, so a value written like the server's own
-    limit compares with it exactly.
-    """
-    fix = "write a byte count such as 64, 4kb or 1mb"
-    if isinstance(value, bool):
-        raise HwbenchInputError(f"must be a size, got {value!r}", field=field, fix=fix)
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, float) and value.is_integer():
-        size = int(value)
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        unit = (m.group(2) or "").lower()[:1]
-        size = int(float(m.group(1)) * _SIZE_UNITS["" if unit == "b" else unit])
-    else:
-        raise HwbenchInputError(f"must be a size, got {value!r}", field=field, fix=fix)
-    if size < minimum:
-        raise HwbenchInputError(f"must be >= {minimum}, got {value!r}", field=field, fix=fix)
-    return size
-
-
-def as_int(value: Any, *, field: str, minimum: int = 0) -> int:
-    """An integer recipe value (YAML gives ints; ``${ENV}`` interpolation gives strings)."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = int(value) if not isinstance(value, float) or value.is_integer() else None
-        if number is None:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise HwbenchInputError(f"must be an integer, got {value!r}", field=field,
-                                fix=f"write an integer >= {minimum}") from None
-    if number < minimum:
-        raise HwbenchInputError(f"must be >= {minimum}, got {value!r}", field=field,
-                                fix=f"write an integer >= {minimum}")
-    return number
-
-
-def as_float(value: Any, *, field: str, positive: bool = True) -> float:
-    """A number of seconds (or any float) from a recipe, refused when not finite or not positive."""
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise HwbenchInputError(f"must be a number, got {value!r}", field=field, fix="write e.g. 0.5") from None
-    if not math.isfinite(number) or (positive and number <= 0):
-        raise HwbenchInputError(f"must be a finite number > 0, got {value!r}", field=field, fix="write e.g. 0.5")
-    return number
-
-
-def as_bool(value: Any, *, field: str) -> bool:
-    """A yes/no recipe value; ``${ENV}`` gives strings, so ``"true"``/``"1"``/``"yes"`` count too."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off", ""):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise HwbenchInputError(f"must be true or false, got {value!r}", field=field, fix="write true or false")
-
-
-def load_spec_from_settings(settings: Mapping[str, Any], users: int, *, drain_timeout_s: float,
-                            defaults: Mapping[str, Any] | None = None) -> Any:
-    """A closed-loop ``LoadSpec`` for ``users`` concurrent clients from ``duration_s`` / ``requests`` /
-    ``warmup_requests`` settings (``defaults`` fill what the recipe leaves out).
+def closed_load(settings: RedisSettings | PostgresSettings, users: int, *, drain_timeout_s: float) -> Any:
+    """A closed-loop ``LoadSpec`` for ``users`` concurrent clients, sized by the recipe's typed settings
+    (``duration_s`` / ``requests`` / ``warmup_requests``, defaults declared in ``workload_settings``).
 
     Why closed loop: these benchmarks measure capacity at a given concurrency (the ``clients`` /
     ``connections`` sweep), the way ``redis-benchmark`` and ``pgbench`` do.
     """
     from pytest_hwbench.workloads.engine import LoadSpec
 
-    s = {**(defaults or {}), **settings}
-    duration = s.get("duration_s")
-    requests = s.get("requests")
-    return LoadSpec.closed(
-        as_int(users, field="clients", minimum=1),
-        duration_s=None if duration in (None, "") else as_float(duration, field="settings.duration_s"),
-        requests=None if requests in (None, "") else as_int(requests, field="settings.requests", minimum=1),
-        warmup_requests=as_int(s.get("warmup_requests", 0), field="settings.warmup_requests"),
-        drain_timeout_s=drain_timeout_s)
+    return LoadSpec.closed(users, duration_s=settings.duration_s, requests=settings.requests,
+                           warmup_requests=settings.warmup_requests, drain_timeout_s=drain_timeout_s)

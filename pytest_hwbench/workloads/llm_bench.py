@@ -25,8 +25,9 @@ every metric derived from estimated token counts (no usage report from the serve
 credentials), the load, per-trial counts, errors by class with a first example each, and the self-check.
 API keys are read from the environment variable the settings name and never written anywhere.
 
-Benchmark sizes and client options come from the recipe's ``settings.llm`` mapping (:class:`LLMSettings`),
-so one benchmark file serves the reference server on a laptop and vLLM on a GPU box.
+Benchmark sizes and client options come from the recipe's ``settings.llm`` mapping, declared, checked and
+typed once by the recipe loader (:class:`~pytest_hwbench.recipe.workload_settings.LLMSettings`), so one
+benchmark file serves the reference server on a laptop and vLLM on a GPU box.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ import urllib.error
 import urllib.request
 import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -49,11 +50,11 @@ import numpy as np
 import pytest
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.recipe.workload_settings import LLM, LLMSettings, check_section
 from pytest_hwbench.workloads import server_timing
 from pytest_hwbench.workloads._http import api_root
-from pytest_hwbench.workloads.engine import LoadSpec, RunResult, SelfCheckLimits, run_load_sync
+from pytest_hwbench.workloads.engine import LoadSpec, RunResult, run_load_sync
 from pytest_hwbench.workloads.llm_metrics import (
-    REQUEST_SLO_METRICS,
     SAMPLE_METRICS,
     SCALAR_METRICS,
     LLMMetrics,
@@ -77,65 +78,6 @@ _ERROR_EXAMPLES = 1
 
 
 # ---------------------------------------------------------------------------------------------- settings
-
-@dataclass(frozen=True)
-class LLMSettings:
-    """Benchmark sizes and client options, from the recipe's ``settings.llm`` mapping.
-
-    Defaults are small on purpose: the shipped suite must finish in seconds on the reference server; a
-    recipe for a real engine raises them. Field names are the recipe keys.
-    """
-
-    model: str | None = None
-    """Model name to request; default: the endpoint's (recipe service setting), else the server's first."""
-    protocol: Literal["openai", "ollama"] | None = None
-    """Default: ``ollama`` for an ``ollama`` service (native API, server timings), else ``openai``."""
-    api: Literal["chat", "completions"] = "completions"
-    """``completions`` by default: it works on base and instruct models alike (no chat template in the
-    way) and the server sees exactly the prompt length asked for. Ollama: completions = /api/generate."""
-    prompt_tokens: int = 128
-    output_tokens: int = 32
-    num_prompts: int = 32
-    """Distinct prompts of a duration-bound run (a request-bound run gets one fresh prompt per request)."""
-    prompt_dataset: str | None = None
-    """A JSONL file of prompts (``prompts.load_prompts_jsonl``) instead of synthetic ones."""
-    requests: int = 8
-    """Measured requests per trial of the low-load latency test."""
-    warmup_requests: int = 1
-    """Warm-up requests per user (closed loop) or in total (open loop) at the start of every trial."""
-    long_prompt_tokens: int = 1024
-    long_output_tokens: int = 4
-    long_requests: int = 4
-    requests_per_user: int = 4
-    """Throughput sweep: measured requests per user at each concurrency."""
-    sweep_duration_s: float | None = None
-    """Throughput sweep: measure for this long instead of a request count."""
-    ramp_up_s: float = 0.0
-    goodput_duration_s: float = 1.0
-    """Goodput: about ``rate x goodput_duration_s`` requests per trial (at least ``goodput_min_requests``)."""
-    goodput_min_requests: int = 8
-    arrival: Literal["poisson", "constant", "gamma"] = "poisson"
-    burstiness: float = 1.0
-    max_concurrency: int | None = None
-    goodput: dict[str, float] = field(default_factory=dict)
-    """Per-request SLOs for goodput (``{ttft_ms: 500, tpot_ms: 50}``); default: from the run's SLOs."""
-    ignore_eos: bool = False
-    """Ask the server to generate exactly ``max_tokens`` (vLLM, llama.cpp, the reference server)."""
-    temperature: float = 0.0
-    timeout_s: float = 120.0
-    drain_timeout_s: float = 60.0
-    api_key_env: str | None = None
-    """Name of the environment variable holding the API key (the key itself never goes in a recipe)."""
-    client_workers: int = 1
-    """Load-generator processes; raise it when the self-check says the client is the bottleneck."""
-    self_check: Literal["fail", "warn"] = "fail"
-    self_check_limits: dict[str, float] = field(default_factory=dict)
-    """Overrides of ``engine.SelfCheckLimits`` (max_loop_lag_p99_ms, max_send_lag_p99_ms, ...)."""
-    seed: int | None = None
-    """Prompt words and arrival schedules. Unset: schedules use 0, and prompts get a fresh salt per session
-    so a server that stays up between runs (an external vLLM) cannot answer from its prefix cache; set it
-    to send exactly the same prompts again (then restart the server between runs)."""
-
 
 def trial_prompts(hwbench: Any, settings: LLMSettings, target_tokens: int | None = None, *, count: int = 0,
                   dataset: bool = True) -> tuple[Prompt, ...]:
@@ -166,132 +108,16 @@ def _dataset_prompts(path: str, limit: int) -> tuple[Prompt, ...]:
     return tuple(load_prompts_jsonl(path, limit=limit))
 
 
-def _conv_int(minimum: int) -> Callable[[Any], int]:
-    def conv(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError("a boolean is not a count")
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError("not a whole number")
-        out = int(value)
-        if out < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        return out
-    return conv
-
-
-def _conv_float(minimum: float, *, strict: bool = False) -> Callable[[Any], float]:
-    def conv(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError("a boolean is not a number")
-        out = float(value)
-        if not math.isfinite(out) or out < minimum or (strict and out == minimum):
-            raise ValueError(f"must be a finite number {'>' if strict else '>='} {minimum:g}")
-        return out
-    return conv
-
-
-def _conv_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise ValueError("not a boolean")
-
-
-def _conv_choice(*choices: str) -> Callable[[Any], str]:
-    def conv(value: Any) -> str:
-        text = str(value).strip()
-        if text not in choices:
-            raise ValueError(f"is not one of {', '.join(choices)}")
-        return text
-    return conv
-
-
-def _conv_floats(allowed: Sequence[str] | None) -> Callable[[Any], dict[str, float]]:
-    def conv(value: Any) -> dict[str, float]:
-        if not isinstance(value, Mapping):
-            raise ValueError("expected a mapping of name to number")
-        out = {}
-        for key, item in value.items():
-            if allowed is not None and key not in allowed:
-                raise ValueError(f"unknown key {key!r} (allowed: {', '.join(allowed)})")
-            out[str(key)] = _conv_float(0.0)(item)
-        return out
-    return conv
-
-
-_LIMIT_FIELDS = tuple(f.name for f in dataclasses.fields(SelfCheckLimits))
-
-_CONVERTERS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "model": (str, "a model name"),
-    "protocol": (_conv_choice("openai", "ollama"), "openai or ollama"),
-    "api": (_conv_choice("chat", "completions"), "chat or completions"),
-    "prompt_tokens": (_conv_int(1), "a positive token count"),
-    "output_tokens": (_conv_int(1), "a positive token count"),
-    "num_prompts": (_conv_int(1), "a positive count"),
-    "prompt_dataset": (str, "the path of a JSONL prompt file"),
-    "requests": (_conv_int(1), "a positive request count"),
-    "warmup_requests": (_conv_int(0), "0 or more requests"),
-    "long_prompt_tokens": (_conv_int(1), "a positive token count"),
-    "long_output_tokens": (_conv_int(1), "a positive token count"),
-    "long_requests": (_conv_int(1), "a positive request count"),
-    "requests_per_user": (_conv_int(1), "a positive request count"),
-    "sweep_duration_s": (_conv_float(0.0, strict=True), "seconds > 0"),
-    "ramp_up_s": (_conv_float(0.0), "seconds >= 0"),
-    "goodput_duration_s": (_conv_float(0.0, strict=True), "seconds > 0"),
-    "goodput_min_requests": (_conv_int(1), "a positive request count"),
-    "arrival": (_conv_choice("poisson", "constant", "gamma"), "poisson, constant or gamma"),
-    "burstiness": (_conv_float(0.0, strict=True), "a number > 0 (1 = Poisson)"),
-    "max_concurrency": (_conv_int(1), "a positive cap on requests in flight"),
-    "goodput": (_conv_floats(REQUEST_SLO_METRICS), "a mapping such as {ttft_ms: 500, tpot_ms: 50}"),
-    "ignore_eos": (_conv_bool, "true or false"),
-    "temperature": (_conv_float(0.0), "a number >= 0"),
-    "timeout_s": (_conv_float(0.0, strict=True), "seconds > 0"),
-    "drain_timeout_s": (_conv_float(0.0), "seconds >= 0"),
-    "api_key_env": (str, "the NAME of an environment variable (not the key)"),
-    "client_workers": (_conv_int(1), "a positive number of processes"),
-    "self_check": (_conv_choice("fail", "warn"), "fail or warn"),
-    "self_check_limits": (_conv_floats(_LIMIT_FIELDS), f"a mapping with keys from {', '.join(_LIMIT_FIELDS)}"),
-    "seed": (_conv_int(0), "a non-negative integer"),
-}
-
-
 def parse_llm_settings(raw: Any, *, source: str | None = None) -> LLMSettings:
-    """Validate a ``settings.llm`` mapping. Unknown keys and bad values raise HwbenchInputError naming the
-    field (a typo such as ``prompt_token`` must not silently fall back to a default). Empty strings, what
-    ``${VAR:-}`` gives, mean "use the default"."""
-    if raw is None:
-        return LLMSettings()
-    if not isinstance(raw, Mapping):
-        raise HwbenchInputError(f"expected a mapping, got {type(raw).__name__}", file=source,
-                                field=f"settings.{SETTINGS_KEY}", fix="write llm: {prompt_tokens: 128, ...}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"settings.{SETTINGS_KEY}.{key}"
-        if key not in _CONVERTERS:
-            raise HwbenchInputError("unknown LLM benchmark setting", file=source, field=where,
-                                    fix="use one of " + ", ".join(sorted(_CONVERTERS)))
-        if value is None or value == "":
-            continue
-        conv, expected = _CONVERTERS[key]
-        try:
-            values[key] = conv(value)
-        except (TypeError, ValueError) as err:
-            raise HwbenchInputError(f"bad value {value!r}: {err}", file=source, field=where,
-                                    fix=f"give {expected}") from None
-    return LLMSettings(**values)
+    """Check a ``settings.llm`` mapping outside a recipe (tests, scripts) with the recipe's own declaration;
+    a :class:`~pytest_hwbench.recipe.specs.RecipeError` lists every problem with its field."""
+    return check_section(LLM, raw, f"settings.{SETTINGS_KEY}", source=source)  # type: ignore[no-any-return]
 
 
 def llm_settings(hwbench: Any) -> LLMSettings:
-    """The LLM settings of this run (``hwbench.settings["llm"]``); bad ones fail the test with the field."""
-    recipe = getattr(hwbench, "recipe", None)
-    try:
-        return parse_llm_settings(hwbench.settings.get(SETTINGS_KEY), source=getattr(recipe, "path", None))
-    except HwbenchInputError as err:
-        pytest.fail(str(err), pytrace=False)
+    """The LLM settings of this run: the typed record the recipe loader built (``Recipe.workloads.llm``)."""
+    workloads = getattr(getattr(hwbench, "recipe", None), "workloads", None)
+    return workloads.llm if workloads is not None else LLMSettings()
 
 
 # ---------------------------------------------------------------------------------------------- goodput SLOs

@@ -10,9 +10,11 @@ operation of the ``mix``:
 * ``insert`` — one ``history`` row;
 * ``update`` — one account's balance;
 * ``tpcb`` — pgbench's built-in TPC-B-like transaction: BEGIN; update account; select its balance; update
-  teller; update branch; insert history; COMMIT (five statements). One round trip per statement, as
-  pgbench's built-in script; with ``pipeline: true`` all seven go in one round trip (psycopg's pipeline
-  mode; compare with pgbench running the same script between ``\startpipeline`` and ``\endpipeline``).
+  teller; update branch; insert history; END (five statements). One round trip per statement, as
+  pgbench's built-in script with ``-M prepared``; with ``pipeline: true`` all seven go in one round trip
+  (libpq's pipeline mode; compare with pgbench running the same script between ``\startpipeline`` and
+  ``\endpipeline``). This transaction runs as prepared statements straight through psycopg's libpq binding
+  (``postgres_pq``): psycopg's cursor layer cost about four times pgbench's client CPU per transaction.
 
 A mix of only ``tpcb`` reports its throughput as ``tps`` (transactions/s, comparable with pgbench);
 any other mix as ``ops_s`` (every operation outside ``tpcb`` is its own autocommit transaction).
@@ -36,33 +38,31 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_hwbench.errors import HwbenchError, HwbenchInputError
+from pytest_hwbench.recipe.specs import default_of
+from pytest_hwbench.recipe.workload_settings import POSTGRES, POSTGRES_OPERATIONS, PostgresSettings
 from pytest_hwbench.workloads.kv_metrics import (
     SERIALIZATION_SQLSTATES,
     KVMetrics,
     KVRecord,
-    as_bool,
-    as_float,
-    as_int,
     compute_kv_metrics,
-    merged_settings,
     mix64,
     mix_table,
-    parse_mix,
 )
+from pytest_hwbench.workloads.postgres_pq import PreparedSet, run_transaction
 from pytest_hwbench.workloads.records import ErrorClass
 
 _perf = time.perf_counter_ns
-OPERATIONS = ("point_select", "range_scan", "insert", "update", "tpcb")
+OPERATIONS = POSTGRES_OPERATIONS
 ISOLATION_LEVELS = {"read committed": "read\\ committed", "read_committed": "read\\ committed",
                     "repeatable read": "repeatable\\ read", "repeatable_read": "repeatable\\ read",
                     "serializable": "serializable"}
 TELLERS_PER_BRANCH = 10
-#: The recipe settings this workload reads (under ``settings:`` or ``settings.postgres:``).
+#: The recipe settings (``PostgresSettings``) this workload object holds; the others size the trials.
 SETTINGS = ("mix", "scale", "accounts_per_branch", "range_rows", "isolation", "statement_timeout_s",
             "pool_timeout_s", "connect_timeout_s", "allow_existing_data", "seed", "dsn", "pipeline")
 #: SQLSTATEs (and classes) meaning the connection, not the statement, failed.
@@ -113,21 +113,22 @@ class PrepareReport:
 @dataclass(frozen=True)
 class PostgresWorkload:
     """One PostgreSQL workload: where (``dsn``), the mix, the data size. Picklable; ``open`` is a
-    ``ClientFactory``. ``connections`` is the pool size: give it the engine's number of users."""
+    ``ClientFactory``. ``connections`` is the pool size: give it the engine's number of users. Values given
+    in code are checked by the recipe's own declaration (``PostgresSettings``); its defaults are these."""
 
     dsn: str
-    mix: Any = "tpcb"
-    scale: int = 1
-    accounts_per_branch: int = 100_000
-    range_rows: int = 100
+    mix: Any = field(default_factory=lambda: default_of(PostgresSettings, "mix"))
+    scale: int = default_of(PostgresSettings, "scale")
+    accounts_per_branch: int = default_of(PostgresSettings, "accounts_per_branch")
+    range_rows: int = default_of(PostgresSettings, "range_rows")
     connections: int = 1
-    isolation: str = "read committed"
-    statement_timeout_s: float = 5.0
-    pool_timeout_s: float = 5.0
-    connect_timeout_s: float = 5.0
-    allow_existing_data: bool = False
-    seed: int = 0
-    pipeline: bool = False
+    isolation: str = default_of(PostgresSettings, "isolation")
+    statement_timeout_s: float = default_of(PostgresSettings, "statement_timeout_s")
+    pool_timeout_s: float = default_of(PostgresSettings, "pool_timeout_s")
+    connect_timeout_s: float = default_of(PostgresSettings, "connect_timeout_s")
+    allow_existing_data: bool = default_of(PostgresSettings, "allow_existing_data")
+    seed: int = default_of(PostgresSettings, "seed")
+    pipeline: bool = default_of(PostgresSettings, "pipeline")
     run: str = field(default_factory=lambda: secrets.token_hex(4))
     settings_field: str = "settings"
     credentials_field: str = "services.postgres"
@@ -138,21 +139,12 @@ class PostgresWorkload:
         def put(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        put("mix", parse_mix(self.mix, OPERATIONS, field=f"{f}.mix"))
-        put("scale", as_int(self.scale, field=f"{f}.scale", minimum=1))
-        put("accounts_per_branch", as_int(self.accounts_per_branch, field=f"{f}.accounts_per_branch", minimum=1))
-        put("range_rows", as_int(self.range_rows, field=f"{f}.range_rows", minimum=1))
-        put("connections", as_int(self.connections, field="connections", minimum=1))
-        put("seed", as_int(self.seed, field=f"{f}.seed"))
-        for name in ("statement_timeout_s", "pool_timeout_s", "connect_timeout_s"):
-            put(name, as_float(getattr(self, name), field=f"{f}.{name}"))
-        put("allow_existing_data", as_bool(self.allow_existing_data, field=f"{f}.allow_existing_data"))
-        put("pipeline", as_bool(self.pipeline, field=f"{f}.pipeline"))
-        iso = str(self.isolation).strip().lower()
-        if iso not in ISOLATION_LEVELS:
-            raise HwbenchInputError(f"unknown isolation level {self.isolation!r}", field=f"{f}.isolation",
-                                    fix="use read_committed, repeatable_read or serializable")
-        put("isolation", iso.replace("_", " "))
+        given = {k: getattr(self, k) for k in SETTINGS if k != "dsn" and getattr(self, k) is not None}
+        for name, value in POSTGRES.coerce(given, f).items():
+            put(name, value)
+        if isinstance(self.connections, bool) or not isinstance(self.connections, int) or self.connections < 1:
+            raise HwbenchInputError(f"must be an integer >= 1, got {self.connections!r}", field="connections",
+                                    fix="give the engine's number of users")
         if not re.fullmatch(r"[a-z0-9]+", self.run):
             raise HwbenchInputError(f"run id {self.run!r} must be lower-case letters and digits", field="run",
                                     fix="leave run out (a random id is chosen)")
@@ -162,14 +154,15 @@ class PostgresWorkload:
 
     # -- construction from a recipe ------------------------------------------------------------------------
     @classmethod
-    def from_endpoint(cls, endpoint: Any, settings: Mapping[str, Any] | None = None, **overrides: Any) \
+    def from_endpoint(cls, endpoint: Any, settings: PostgresSettings | None = None, **overrides: Any) \
             -> PostgresWorkload:
-        """A workload against the recipe service ``endpoint`` (its ``extra['dsn']``) with ``settings``.
+        """A workload against the recipe service ``endpoint`` (its ``extra['dsn']``) with the recipe's typed
+        ``settings`` (``hwbench.workloads.postgres``, checked when the recipe loaded).
 
         A ``dsn`` setting replaces the endpoint's; credentials errors then name ``settings.dsn``.
         """
-        s = merged_settings(settings, "postgres")
-        kw: dict[str, Any] = {k: s[k] for k in SETTINGS if k in s and s[k] is not None}
+        s = settings if settings is not None else PostgresSettings()
+        kw: dict[str, Any] = {k: getattr(s, k) for k in SETTINGS if getattr(s, k) is not None}
         name = getattr(endpoint, "name", "") or "postgres"
         cred = f"services.{name}"
         if "dsn" in kw:
@@ -382,8 +375,23 @@ class PostgresLoadClient:
             "update_teller": f"UPDATE {s}.tellers SET tbalance = tbalance + %s WHERE tid = %s",
             "update_branch": f"UPDATE {s}.branches SET bbalance = bbalance + %s WHERE bid = %s",
         }
+        # The TPC-B-like transaction runs as prepared statements straight through libpq (``postgres_pq``):
+        # psycopg's cursor layer cost ~4x pgbench's client CPU per transaction.
+        self._tpcb_sql = PreparedSet(f"hwbench_{workload.run}", {
+            "begin": "BEGIN",
+            "update_account": f"UPDATE {s}.accounts SET abalance = abalance + $1 WHERE aid = $2",
+            "select": f"SELECT abalance FROM {s}.accounts WHERE aid = $1",
+            "update_teller": f"UPDATE {s}.tellers SET tbalance = tbalance + $1 WHERE tid = $2",
+            "update_branch": f"UPDATE {s}.branches SET bbalance = bbalance + $1 WHERE bid = $2",
+            "insert": f"INSERT INTO {s}.history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, "
+                      "CURRENT_TIMESTAMP)",
+            "end": "END",
+        })
         self._ops: dict[str, OpFn] = {"point_select": self._point_select, "range_scan": self._range_scan,
                                       "insert": self._insert, "update": self._update, "tpcb": self._tpcb}
+        # Connections that worked stay with the client between operations (a pool check-out and check-in
+        # cost ~70 µs a transaction); one that failed goes back to the pool, which replaces a broken one.
+        self._held: list[Any] = []
         self.pool = psycopg_pool.AsyncConnectionPool(
             workload.dsn, min_size=workload.connections, max_size=workload.connections,
             kwargs=workload.connect_kwargs(), timeout=workload.pool_timeout_s, open=False,
@@ -430,25 +438,22 @@ class PostgresLoadClient:
         return max(cur.rowcount, 0), 1
 
     async def _tpcb(self, conn: Any, h: int) -> tuple[int, int]:
-        aid, tid, bid, delta = self._params(h)
-        sql = self._sql
-        rows = 0
-        if self.w.pipeline:  # BEGIN, five statements and COMMIT in one round trip (psycopg pipeline mode)
-            async with conn.pipeline(), conn.transaction():
-                curs = [await conn.execute(sql["update_account"], (delta, aid)),
-                        await conn.execute(sql["select"], (aid,)),
-                        await conn.execute(sql["update_teller"], (delta, tid)),
-                        await conn.execute(sql["update_branch"], (delta, bid)),
-                        await conn.execute(sql["insert"], (tid, bid, aid, delta))]
-            rows = sum(max(c.rowcount, 0) for c in curs)
-            return rows, 5
-        async with conn.transaction():
-            rows += max((await conn.execute(sql["update_account"], (delta, aid))).rowcount, 0)
-            rows += len(await (await conn.execute(sql["select"], (aid,))).fetchall())
-            rows += max((await conn.execute(sql["update_teller"], (delta, tid))).rowcount, 0)
-            rows += max((await conn.execute(sql["update_branch"], (delta, bid))).rowcount, 0)
-            rows += max((await conn.execute(sql["insert"], (tid, bid, aid, delta))).rowcount, 0)
-        return rows, 5
+        """pgbench's TPC-B-like transaction: BEGIN, five statements, END; one round trip each, or all seven in
+        one with ``pipeline`` (libpq pipeline mode)."""
+        aid, tid, bid, delta = (str(v).encode() for v in self._params(h))
+        prepared = self._tpcb_sql
+        await prepared.ensure(conn)
+        n = prepared.names
+        results = await run_transaction(conn, (
+            (n["begin"], ()),
+            (n["update_account"], (delta, aid)),
+            (n["select"], (aid,)),
+            (n["update_teller"], (delta, tid)),
+            (n["update_branch"], (delta, bid)),
+            (n["insert"], (tid, bid, aid, delta)),
+            (n["end"], ()),
+        ), pipeline=self.w.pipeline)
+        return sum(max(r.command_tuples or 0, 0) for r in results[1:6]), 5  # SELECT's tag counts its rows
 
     async def send(self, index: int) -> KVRecord:
         psycopg, psycopg_pool = _pg()
@@ -460,8 +465,13 @@ class PostgresLoadClient:
         rec.send_wall_ns = time.time_ns()
         rec.send_ns = _perf()
         try:
-            async with self.pool.connection() as conn:
+            conn = self._held.pop() if self._held else await self.pool.getconn()
+            try:
                 rows, statements = await fn(conn, h)
+            except BaseException:
+                await self.pool.putconn(conn)  # the pool checks it: a broken one is replaced
+                raise
+            self._held.append(conn)
             rec.end_ns = _perf()
             rec.rows = rows
             rec.statements = statements
@@ -475,6 +485,10 @@ class PostgresLoadClient:
         return rec
 
     async def aclose(self) -> None:
+        held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(Exception):
+                await self.pool.putconn(conn)
         await self.pool.close(timeout=5.0)
 
 

@@ -81,19 +81,23 @@ class ServiceKind:
         return {**COMMON_SETTINGS, **BACKEND_SETTINGS.get(backend, {}), **self.settings}
 
     def validate(self, name: str, backend: str, settings: Mapping[str, Any], source: str | None = None) -> None:
-        """Reject unknown or missing settings with the field and the accepted names (not a KeyError later)."""
+        """Check a service's settings with the recipe's own declaration of a service entry
+        (``recipe.schema.SERVICE``: unknown keys with "did you mean", types, ports), so a ``ServiceSpec`` built
+        in code meets the same rules as a loaded recipe; plus, at start, a required setting left empty
+        (``${VAR:-}`` passes the load: the recipe is fine, this machine lacks the value)."""
+        from pytest_hwbench.recipe.schema import SERVICE
+        from pytest_hwbench.recipe.specs import Issue, RecipeError
+
         known = self.known_settings(backend)
-        for key in settings:
-            if key not in known:
-                raise HwbenchInputError(
-                    f"unknown setting {key!r} for a {self.name} service on the {backend} backend",
-                    file=source, field=f"services.{name}.{key}",
-                    fix="use one of " + ", ".join(sorted(known)))
         for key in self.required.get(backend, ()):
             if settings.get(key) in (None, ""):
                 raise HwbenchInputError(
                     f"a {self.name} service on the {backend} backend needs {key!r}", file=source,
                     field=f"services.{name}.{key}", fix=f"add {key}: <{known.get(key, 'value')}>")
+        issues: list[Issue] = []
+        SERVICE.check({**settings, "kind": self.name, "backend": backend}, f"services.{name}", issues)
+        if issues:
+            raise RecipeError(issues, file=source)
 
     # -- process backend --------------------------------------------------------------------------------
     def find_binary(self, configured: str | None) -> str | None:
