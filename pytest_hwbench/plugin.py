@@ -13,7 +13,6 @@ Flow of one test that requests the ``hwbench`` fixture:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pytest_hwbench.outcomes import (
 from pytest_hwbench.report import progress
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
-from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, dumps_payload
+from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, payload_of_property, payload_property
 from pytest_hwbench.verdict.result import TestResult
 
 SESSION_KEY = pytest.StashKey[HwbenchSession]()
@@ -118,6 +117,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if session is not None:
         for err in session.services.stop_all():
             print(f"pytest-hwbench: stopping a service failed: {err}")
+        session.release()
 
 
 def get_session(config: pytest.Config) -> HwbenchSession:
@@ -162,6 +162,7 @@ def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
     yield recorder
     if recorder.monitor is not None:
         recorder.monitor.close()
+    del item.stash[RECORDER_KEY]  # done with it: 1000s of finished tests' recorders would slow every gc pass
 
 
 @pytest.fixture(scope="session")
@@ -359,6 +360,8 @@ def junit_properties(result: TestResult) -> list[tuple[str, Any]]:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
     payload = item.stash.get(PAYLOAD_STASH, None) if call.when == "call" else None
+    if payload is not None:
+        del item.stash[PAYLOAD_STASH]  # it travels on the report from here (and is not kept twice)
     session = item.config.stash.get(SESSION_KEY, None)
     if payload is not None and session is not None:  # a service that died during the measurement voids it
         death = service_death(session.services, session.service_names(item))
@@ -376,7 +379,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if report.failed and session is not None and uses_hwbench(item):  # set-up, teardown, crash before a value
             payload = error_payload(item, report, session.params_of(item))
     if payload is not None:
-        report.user_properties.append((PAYLOAD_KEY, dumps_payload(payload)))
+        report.user_properties.append((PAYLOAD_KEY, payload_property(payload, item.config)))
     if session is not None and session.services.pending_deaths:  # a worker: the controller words them
         report.user_properties.extend((DEATH_KEY, json.dumps(n)) for n in session.services.pending_deaths)
         session.services.pending_deaths.clear()
@@ -399,7 +402,7 @@ class ControllerHooks:
         for i, (key, value) in enumerate(report.user_properties):
             if key == PAYLOAD_KEY:
                 del report.user_properties[i]
-                payload = json.loads(str(value))
+                payload = payload_of_property(value)
                 for note in notes:
                     reword(report, payload, note["text"], self.session.services.settle(note))
                 notes = []

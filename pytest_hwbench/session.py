@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +28,7 @@ from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.measure.samplers.metrics import pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
-from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id
+from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id, redact_payload
 from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
@@ -239,8 +240,8 @@ class HwbenchSession:
         if metrics:
             result.slo += [SloOutcome.from_slo(r) for r in evaluate_slos(exprs, metrics, item.nodeid)]
             result.baseline = self._compare_baseline(
-                item, metrics, self.environment(result.service_facts, conditions,
-                                                recorder.extra.get("tool_versions")), look)
+                item, metrics, lambda: self.environment(result.service_facts, conditions,
+                                                        recorder.extra.get("tool_versions")), look)
         elif self.options.save_baseline:
             result.baseline = BaselineComparison(status="SAVED")
         self._attribute(result, recorder)
@@ -248,7 +249,8 @@ class HwbenchSession:
         if result.verdict == "FAIL" and result.bottleneck is not None:
             result.failures.append(result.bottleneck.line())  # why, for the engineer reading the failure
         payload = result.to_dict()
-        payload["samples"] = {name: encode_samples(m.samples()) for name, m in recorder.metrics.items()
+        payload["samples"] = {name: base64.b64encode(m.sample_bytes()).decode("ascii")
+                              for name, m in recorder.metrics.items()
                               if m.trials}
         return result, payload
 
@@ -263,7 +265,9 @@ class HwbenchSession:
             result.invalid.append(result.bottleneck.line())
 
     def _compare_baseline(self, item: pytest.Item, metrics: dict[str, MetricResult],
-                          environment: dict[str, Any], look: int) -> Any:
+                          environment_of: Callable[[], dict[str, Any]], look: int) -> Any:
+        """The baseline comparison; ``environment_of`` builds the environment, only when there is a
+        stored baseline to compare it with."""
         from pytest_hwbench.measure.fingerprint import conditions_differ
         from pytest_hwbench.verdict.baseline import compare_test
         from pytest_hwbench.verdict.result import BaselineComparison
@@ -280,6 +284,7 @@ class HwbenchSession:
                 status="NO_BASELINE",
                 message=f"{item.name}: no baseline for testbed {self.testbed!r} in {self.baseline_dir} "
                         "(save one with --hwbench-save-baseline)")
+        environment = environment_of()
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
         differ = conditions_differ(stored, environment.get("conditions") or {})
         return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
@@ -302,15 +307,15 @@ class HwbenchSession:
         samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
-        payload = redact(payload, self.recipe.secret_values)
+        payload, line = redact_payload(payload, self.recipe.secret_values)
         earlier = self.results.get(payload["test_id"])
         if earlier is not None and report.when == "teardown":  # measured, then its teardown failed
             earlier.update(verdict="ERROR", outcome="error",
                            failures=[*earlier.get("failures", []), *payload.get("failures", [])])
-            payload = earlier
+            payload, line = earlier, None
         self.results[payload["test_id"]] = payload
         writer = self._writer()
-        writer.append_result(payload)
+        writer.append_result(payload, line)
         writer.write_samples(payload["test_id"], samples)
         if self.options.save_baseline and payload["metrics"]:
             self._queue_baseline(payload, report)
@@ -409,6 +414,13 @@ class HwbenchSession:
             self.report_warning = write_report_safely(self.writer.dir)
         self._log_mlflow(manifest)
 
+    def release(self) -> None:
+        """Drop the run's results once everything is written and printed (``pytest_unconfigure``): pytest
+        then runs several full garbage collections, and 1000 tests' results made each one slower."""
+        self.results = {}
+        self.sweeps = []
+        self._to_save = {}
+
     def mlflow_uri(self) -> str | None:
         if not (self.options.mlflow_enabled and self.recipe.mlflow.enabled):
             return None
@@ -456,3 +468,16 @@ def _iso(ts: float) -> str:
 
 def dumps_payload(payload: dict[str, Any]) -> str:
     return json.dumps(payload, allow_nan=False)
+
+
+def payload_property(payload: dict[str, Any], config: pytest.Config) -> Any:
+    """The payload as it rides in ``report.user_properties``: JSON text on an xdist worker (the report
+    crosses to the controller), the dict itself where this process is the controller. The controller takes
+    it off the report first (a ``tryfirst`` hook), so no other plugin sees it; encoding and decoding it
+    in the same process cost ~0.1 ms per test (issue #14)."""
+    return dumps_payload(payload) if hasattr(config, "workerinput") else payload
+
+
+def payload_of_property(value: Any) -> dict[str, Any]:
+    """Inverse of :func:`payload_property`."""
+    return value if isinstance(value, dict) else json.loads(str(value))

@@ -383,6 +383,13 @@ LOAD_MARGIN = 0.25
 CONTENDED = 0.6
 
 
+@functools.cache
+def logical_cpus() -> int:
+    """Logical CPUs of this machine, read once per process: ``os.cpu_count()`` reads a /sys file each call
+    (tens of µs), and per measuring test that added up (issue #14)."""
+    return os.cpu_count() or 1
+
+
 class LoadMeter:
     """CPU time the rest of the machine used while a test ran, as a fraction of all CPUs.
 
@@ -411,7 +418,7 @@ class LoadMeter:
 
     def external_fraction(self) -> float | None:
         wall = time.monotonic() - self._t0
-        cpus = self._psutil.cpu_count() or 1
+        cpus = logical_cpus()
         if wall <= 0.05:
             return None
         try:
@@ -441,7 +448,7 @@ def run_conditions(load_window_s: float = 0.0) -> dict[str, Any]:
         if load_window_s > 0:
             load = round(psutil.cpu_percent(interval=load_window_s) / 100.0, 2)
         else:  # non-blocking (1-minute load average): a 0.1 s window per test was most of the plugin's cost
-            load = round(min(os.getloadavg()[0] / (os.cpu_count() or 1), 1.0), 2)
+            load = round(min(os.getloadavg()[0] / logical_cpus(), 1.0), 2)
     except Exception:  # a missing /proc/stat must not fail a test
         load = None
     return {"xdist_workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1),

@@ -10,6 +10,7 @@ median), which is the evidence the baseline comparison resamples (docs/verdicts.
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from dataclasses import dataclass, field
 from typing import Literal
@@ -67,9 +68,21 @@ class Metric:
                 for i, t in enumerate(self.trials) if len(t)]
 
     def result(self, confidence: float = 0.95) -> MetricResult:
+        # One value in all (a trivial measuring test): summarised straight from it, no numpy round trip.
+        only = [t for t in self.trials if len(t)]
+        pooled = [only[0][0]] if len(only) == 1 and len(only[0]) == 1 else self.samples()
         return MetricResult(name=self.name, unit=self.unit, better=self.better, estimated=self.estimated,
-                            summary=summarize(self.samples(), confidence),
-                            trial_values=self.trial_values())
+                            summary=summarize(pooled, confidence), trial_values=self.trial_values())
+
+    def sample_bytes(self) -> bytes:
+        """All samples, pooled in recording order, as little-endian float64 bytes (what ``samples.bin``
+        holds), straight from the per-trial buffers."""
+        data = b"".join(t.tobytes() for t in self.trials)
+        if sys.byteorder == "little":
+            return data
+        swapped = array("d", data)
+        swapped.byteswap()
+        return swapped.tobytes()
 
 
 @dataclass

@@ -138,6 +138,8 @@ def summarize(samples: np.ndarray | Sequence[float], confidence: float = 0.95) -
     infinite-resample percentile bootstrap (see the module docstring); the mean's CI is Student's t.
     """
     _check_confidence(confidence)
+    if type(samples) is list and len(samples) == 1 and type(samples[0]) is float:
+        return _single(samples[0], confidence)  # one recorded value: no array needed
     x, owned = _as_float_array(samples, "samples")
     n = x.size
     if n == 1:  # nothing to resample: every statistic and every interval is the value itself

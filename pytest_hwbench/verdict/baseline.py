@@ -20,6 +20,7 @@ trial are correlated, so only repetitions and sessions say how much a result mov
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -77,7 +78,13 @@ def module_slug(test_id: str) -> str:
     Path separators become ``__`` so every module of a suite gets its own flat file in the testbed
     directory; characters that are awkward in file names become ``_``.
     """
-    path = test_id.split("::", 1)[0].replace("\\", "/")
+    return _module_slug(test_id.split("::", 1)[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _module_slug(module_path: str) -> str:
+    """``module_slug`` of a module path, remembered: every test of a module asks for the same one."""
+    path = module_path.replace("\\", "/")
     if path.endswith(".py"):
         path = path[:-3]
     parts = []
@@ -200,6 +207,7 @@ class BaselineStore:
         self.root = Path(root)
         self.testbed = _check_testbed(testbed)
         self._cache: dict[Path, dict[str, BaselineEntry] | HwbenchInputError] = {}
+        self._by_slug: dict[str, dict[str, BaselineEntry] | HwbenchInputError] = {}
         self._noise: SessionNoise | None = None
 
     @property
@@ -216,7 +224,10 @@ class BaselineStore:
         A broken file raises HwbenchInputError, every time it is asked for (the error is cached with the
         file), so each affected test reports it instead of silently running without a baseline.
         """
-        cached = self._load_file(self.path_for(test_id))
+        slug = module_slug(test_id)
+        cached = self._by_slug.get(slug)
+        if cached is None:  # one Path and one dict look-up per module, not per test
+            cached = self._by_slug[slug] = self._load_file(self.directory / f"{slug}.json")
         if isinstance(cached, HwbenchInputError):
             raise HwbenchInputError(cached.problem, file=cached.file, field=cached.field, fix=cached.fix)
         return cached.get(test_id)
@@ -277,6 +288,7 @@ class BaselineStore:
                     doc = {"schema": SCHEMA_VERSION, "testbed": self.testbed, "tests": tests}
                     write_json_atomic(path, doc)
                     self._cache[path] = self._parse(path, json.loads(json.dumps(doc)))
+                    self._by_slug.pop(path.stem, None)  # its next load reads the cache entry just set
                     self._noise = None
             except filelock.Timeout:
                 raise HwbenchError(

@@ -47,6 +47,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from pytest_hwbench.measure.fingerprint import logical_cpus
+
 CLIENT_BOUND = "client-bound"
 MEMORY = "memory pressure"
 STORAGE = "storage-bound"
@@ -327,7 +329,7 @@ def facts_of(result: Mapping[str, Any]) -> TestFacts:
     return TestFacts(has_service=bool((result.get("resources") or {}).get("services")),
                      client_bound_reasons=tuple(reasons),
                      error_rate=float(err) if isinstance(err, (int, float)) else None,
-                     offered_rps=offered, achieved_rps=achieved, cpu_count=os.cpu_count() or 1)
+                     offered_rps=offered, achieved_rps=achieved, cpu_count=logical_cpus())
 
 
 def attribute_result(result: Mapping[str, Any]) -> Attribution:

@@ -76,8 +76,11 @@ class SamplingJob:
     """One trial's sampling: its sources, interval and timeline. Ticked by the process's sampling thread;
     its last reading is taken by whoever ends it (so ending a trial never waits for a thread wake-up)."""
 
-    def __init__(self, sources: list[Source], interval_s: float) -> None:
-        self.sources = sources
+    def __init__(self, sources: list[Source] | Callable[[], list[Source]], interval_s: float) -> None:
+        # A callable is called at priming, on the sampling thread: a trial that ends before its first
+        # reading (a trivial test) then never builds its sources (~0.1 ms of /sys and /proc look-ups).
+        self._make_sources = sources if callable(sources) else None
+        self.sources: list[Source] = [] if callable(sources) else sources
         self.interval_s = interval_s
         self.timeline = Timeline(interval_s)
         self.errors: list[str] = []
@@ -89,6 +92,12 @@ class SamplingJob:
         self.deadline = now_ns() + int(interval_s * 2e8)
 
     def prime(self) -> None:
+        if self._make_sources is not None:
+            try:
+                self.sources = list(self._make_sources())
+            except Exception as err:  # never kill the sampling thread: no sources, the reason kept
+                self.errors.append(f"sources: {err}")
+            self._make_sources = None
         for src in list(self.sources):
             try:
                 src.prime()
@@ -144,6 +153,12 @@ class _SamplingThread:
             if self.closed:
                 return False
             self.jobs.append(job)
+            # Registered here, not only when the thread sees the job: under the GIL a trivial test's job is
+            # often added and finished before the thread runs at all, and a thread that never saw a job
+            # would sleep "until woken" and need a wake-up (a thread switch) for every trial.
+            self._last_job_ns = now_ns()
+            beat = int(job.interval_s * 2e8)
+            self._beat_ns = min(self._beat_ns, beat) if self._beat_ns > 0 else beat
             due_early = job.deadline < self.sleep_until
         if due_early:
             self.wake.set()
@@ -235,20 +250,30 @@ class ResourceMonitor:
         self._windows: list[tuple[int, int]] = []
         self._open: int | None = None
 
-    # -- sources (built once per test) -------------------------------------------------------------------
+    # -- sources (built once per test, at the first reading, on the sampling thread) ---------------------
+    def _resolve_targets(self) -> list[Target]:
+        """The service processes to sample, asked for on the test's thread (the service hub may ask Docker,
+        which must not happen under the sampling thread's lock)."""
+        try:
+            return list(self._targets_fn())
+        except Exception as err:
+            self.notes.append(f"service processes not sampled: {err}")
+            return []
+
+    def _job_sources(self) -> list[Source]:
+        if self._sources is None:
+            self._sources = self._build_sources()
+        return list(self._sources)
+
     def _build_sources(self) -> list[Source]:
         from pytest_hwbench.measure.samplers.container import CgroupSource
         from pytest_hwbench.measure.samplers.host import HostSource
         from pytest_hwbench.measure.samplers.proc import ProcessTreeSource
 
-        try:
-            self.targets = list(self._targets_fn())
-        except Exception as err:
-            self.targets = []
-            self.notes.append(f"service processes not sampled: {err}")
+        targets = self.targets or []
         sources: list[Source] = [HostSource(), self._self_cost]
-        service_pids = {t.pid for t in self.targets}
-        for i, t in enumerate(self.targets):
+        service_pids = {t.pid for t in targets}
+        for i, t in enumerate(targets):
             prefix = "service" if i == 0 else f"service_{t.name}"
             sources.append(ProcessTreeSource(t.pid, prefix))
             if t.container:
@@ -275,10 +300,10 @@ class ResourceMonitor:
         """Start sampling a measured trial (returns at once: the first reading is taken on the thread)."""
         if self._job is not None:
             self.end_trial()
-        if self._sources is None:
-            self._sources = self._build_sources()
+        if self.targets is None:
+            self.targets = self._resolve_targets()
         self._windows, self._open = [], None
-        self._job = SamplingJob(list(self._sources), self.interval_s)
+        self._job = SamplingJob(self._job_sources, self.interval_s)
         thread = sampling_thread()
         if not thread.add(self._job):  # it exited (idle) between the check and the add
             thread = sampling_thread(renew=True)

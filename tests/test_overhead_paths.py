@@ -1,0 +1,91 @@
+"""The shortcuts that keep the plugin's per-test cost low (issue #14) give the same answers as the long way.
+
+Each shortcut skips work when it can prove the work would change nothing: the scan of a result's JSON text
+instead of the redaction walk, one-value summaries without numpy, the sampler's sources built only at a
+trial's first reading, ``results.json`` by the C encoder. These tests pin the "would change nothing" part;
+the speed itself is checked by ``scripts/bench_overhead.py``, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_hwbench.measure.metric import Metric
+from pytest_hwbench.measure.samplers.monitor import ResourceMonitor
+from pytest_hwbench.measure.stats import summarize
+from pytest_hwbench.report.files import redact_payload, results_json_text
+from pytest_hwbench.report.redact import Redactor
+from pytest_hwbench.session import payload_of_property, payload_property
+
+SECRETS = ("hunter2-secret", "pässwörd-ünïcode", 'quo"te\\slash')
+
+# Text that often holds what the redactor looks for: the secrets, URLs with passwords, secret flags.
+_pieces = st.sampled_from([*SECRETS, "https://user:pw@host/x", "--token=abc123", "--requirepass s3cr3tvalue",
+                           "-", "pass", "key", "auth", "://", "@", " ", "=", "plain words", "é", "\n", '"'])
+_text = st.lists(_pieces, max_size=6).map("".join) | st.text(max_size=20)
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+                     | _text,
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json)
+def test_the_text_scan_never_misses_what_the_walk_would_mask(obj: object) -> None:
+    redactor = Redactor(SECRETS)
+    if redactor.data(obj) != obj:
+        assert redactor.may_change_json(json.dumps(obj, sort_keys=True))
+
+
+def test_redact_payload_masks_and_encodes_the_masked_result() -> None:
+    payload = {"test_id": "t::x", "failures": ["server said --token=abc123def"], "extra": {"k": SECRETS[0]}}
+    masked, line = redact_payload(payload, SECRETS)
+    assert line is not None and json.loads(line) == masked
+    assert "abc123def" not in line and SECRETS[0] not in line
+    clean = {"test_id": "t::y", "verdict": "PASS", "message": "--hwbench-save-baseline passed"}
+    same, line = redact_payload(clean, SECRETS)
+    assert same is clean and line == json.dumps(clean, sort_keys=True)
+
+
+def test_results_json_is_one_test_per_line_and_round_trips() -> None:
+    doc = {"schema": 1, "run_id": "r", "complete": True, "sweeps": [{"a": [1, 2]}],
+           "tests": [{"test_id": "a", "metrics": {"v": {"trial_values": [1.5]}}}, {"test_id": "b"}]}
+    text = results_json_text(doc)
+    assert json.loads(text) == doc
+    lines = text.splitlines()
+    first = lines.index('"tests": [') + 1
+    assert [json.loads(line.rstrip(",")) for line in lines[first:first + 2]] == doc["tests"]
+    assert json.loads(results_json_text({**doc, "tests": []})) == {**doc, "tests": []}
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False, width=64))
+def test_one_value_summary_matches_the_array_path(value: float) -> None:
+    metric = Metric("v")
+    metric.add(value, 0)
+    fast = metric.result().summary
+    assert fast == summarize(np.array([value]))
+    assert np.frombuffer(metric.sample_bytes(), dtype="<f8").tolist() == [value]
+
+
+def test_a_trial_shorter_than_its_first_reading_builds_no_sources() -> None:
+    asked: list[int] = []
+    monitor = ResourceMonitor(interval_s=30.0, targets=lambda: asked.append(1) or [])  # first reading at 6 s
+    monitor.begin_trial()
+    monitor.end_trial()
+    assert monitor._sources is None  # nothing was read: no /sys or /proc look-ups, no NVML
+    assert asked == [1]  # the service processes are still resolved on the test's thread
+    assert len(monitor.timelines) == 1 and len(monitor.timelines[0]) == 0
+    monitor.close()
+
+
+def test_payload_travels_as_a_dict_in_process_and_as_json_from_a_worker() -> None:
+    payload = {"test_id": "t::x", "metrics": {}}
+    here = payload_property(payload, types.SimpleNamespace())  # type: ignore[arg-type]
+    worker = payload_property(payload, types.SimpleNamespace(workerinput={}))  # type: ignore[arg-type]
+    assert here is payload and isinstance(worker, str)
+    assert payload_of_property(here) is payload and payload_of_property(worker) == payload
