@@ -495,6 +495,23 @@ def declared_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return out
 
 
+def spec_of(cls: type, key: str) -> Spec:
+    """The spec declared for recipe key ``key`` of ``cls`` (to reuse a declaration, e.g. marker keywords)."""
+    spec: Spec = declared_fields(cls)[key].metadata[_SPEC]
+    return spec
+
+
+def converted(cls: type, cleaned: dict[str, Any]) -> dict[str, Any]:
+    """Checked values by recipe key -> keyword arguments of ``cls`` (field names, each field's ``convert``)."""
+    fields = declared_fields(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in cleaned.items():
+        f = fields[key]
+        convert = f.metadata[_CONVERT]
+        kwargs[f.name] = convert(value) if convert is not None and value is not None else value
+    return kwargs
+
+
 def default_of(cls: type, name: str) -> Any:
     """The declared default of field ``name`` of ``cls`` (for messages and docs; never re-declare it)."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
@@ -546,13 +563,7 @@ class Declared(Spec):
         return self.cls(**self._converted(cleaned))
 
     def _converted(self, cleaned: dict[str, Any]) -> dict[str, Any]:
-        fields = declared_fields(self.cls)
-        kwargs: dict[str, Any] = {}
-        for key, value in cleaned.items():
-            f = fields[key]
-            convert = f.metadata[_CONVERT]
-            kwargs[f.name] = convert(value) if convert is not None and value is not None else value
-        return kwargs
+        return converted(self.cls, cleaned)
 
     def coerce(self, values: dict[str, Any], path: str) -> dict[str, Any]:
         """Check some of the declared settings given as keyword values (field name -> value) outside a

@@ -85,7 +85,7 @@ class ServiceKind:
         (``recipe.schema.SERVICE``: unknown keys with "did you mean", types, ports), so a ``ServiceSpec`` built
         in code meets the same rules as a loaded recipe; plus, at start, a required setting left empty
         (``${VAR:-}`` passes the load: the recipe is fine, this machine lacks the value)."""
-        from pytest_hwbench.recipe.schema import SERVICE
+        from pytest_hwbench.recipe.entries import SERVICE
         from pytest_hwbench.recipe.specs import Issue, RecipeError
 
         known = self.known_settings(backend)
