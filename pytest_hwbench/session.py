@@ -281,7 +281,8 @@ class HwbenchSession:
                 message=f"{item.name}: no baseline for testbed {self.testbed!r} in {self.baseline_dir} "
                         "(save one with --hwbench-save-baseline)")
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
-        differ = conditions_differ(stored, environment.get("conditions") or {})
+        differ = conditions_differ(stored, environment.get("conditions") or {},
+                                   contended=self.recipe.baseline.contended_cpu_share)
         return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
                             look=look)
 

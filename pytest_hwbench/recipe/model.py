@@ -74,6 +74,9 @@ class BaselinePolicy:
     session_noise: float = setting(0.03, Float(ge=0, lt=1))
     # time budget for the sequential rounds (``reruns`` is the round budget)
     max_seconds: float = setting(300.0, Float(gt=0, lt=1e7))
+    # share of all CPUs other processes may use during the trials before a FAIL becomes a WARN naming the
+    # contention (docs/verdicts.md); null or 1 never demotes
+    contended_cpu_share: float | None = setting(0.6, Nullable(Float(gt=0, le=1), empty_is_null=True))
 
     def tolerance_for(self, metric: str) -> float:
         mp = self.metrics.get(metric)
