@@ -15,20 +15,19 @@ from typing import Any, Final
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.specs import (
     INVALID,
+    Declared,
     Enum,
-    Float,
-    Int,
     Issue,
     Json,
     Key,
     ListOf,
     MapOf,
-    Nullable,
     Record,
     Scalar,
     Spec,
     Str,
     join,
+    spec_of,
 )
 from pytest_hwbench.recipe.workload_settings import check_workload_settings
 
@@ -67,46 +66,28 @@ class SloText(Spec):
 
 
 @dataclass(frozen=True)
-class Args(Spec):
-    """Command-line arguments: one string split on whitespace, or a list of scalars."""
+class CheckedService:
+    """A checked ``services.<name>`` entry: the mapping as written (interpolated) and its typed records."""
 
-    def describe(self) -> str:
-        return "a list of arguments (or one string)"
-
-    def _check(self, value: Any, path: str, issues: list[Issue]) -> Any:
-        if value is None or isinstance(value, str):
-            return value
-        if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool)
-                                           for v in value):
-            return value
-        return self._bad(value, path, issues, fix='write args: ["--flag", "value"]')
-
-
-def _service_setting_specs() -> dict[str, dict[str, Spec]]:
-    """Typed specs of the settings every service kind accepts, per backend ("*" = every backend)."""
-    port = Int(min=1, max=65535)
-    return {
-        "*": {"args": Args(), "env": MapOf(Nullable(Scalar()), what="a mapping of variable name to value"),
-              "health": Json(), "startup_timeout": Float(gt=0, lt=86401)},
-        "process": {"binary": Str(nonempty=True), "port": port, "run_as": Str(nonempty=True)},
-        "docker": {"image": Str(nonempty=True), "command": Args(), "container_port": port, "port": port,
-                   "volumes": Json(), "gpus": Json(), "pull": Enum(("missing", "never", "always")),
-                   "shm_size": Scalar()},
-        "external": {"url": Str(nonempty=True),
-                     "extra": MapOf(Json(), what="a mapping of endpoint field to value")},
-    }
+    kind: str
+    backend: str
+    settings: dict[str, Any]
+    config: Any  # services.service_settings.ServiceSettings (imported lazily: services import the recipe)
 
 
 @dataclass(frozen=True)
 class ServiceEntry(Spec):
-    """One ``services.<name>`` entry: ``kind`` from the catalog, ``backend``, then the settings that kind
-    declares for that backend (typed where the catalog types them, free plain data otherwise)."""
+    """One ``services.<name>`` entry: ``kind`` from the catalog, ``backend``, then the settings declared for
+    them: the backend's record (``services.service_settings``) and the kind's own (``ServiceKind.Settings``),
+    a kind's key winning over a backend's of the same name. The cleaned value is a :class:`CheckedService`
+    whose ``config`` holds both records, built here once."""
 
     def describe(self) -> str:
         return "a mapping"
 
     def _check(self, value: Any, path: str, issues: list[Issue]) -> Any:
         from pytest_hwbench.services.catalog import kinds
+        from pytest_hwbench.services.service_settings import BACKEND_SETTINGS, ServiceSettings
 
         head = Record({"kind": Str(nonempty=True), "backend": Enum(BACKENDS)}, required=("kind",), extra=Json(),
                       required_fix={"kind": "add kind: <service kind>, e.g. kind: vllm"})
@@ -122,22 +103,26 @@ class ServiceEntry(Spec):
                                 f"{hint}use one of {', '.join(catalog)}"))
             return INVALID
         backend = cleaned.get("backend", "process")
-        typed = _service_setting_specs()
-        specs: dict[str, Spec] = {name: Json() for name in kind.known_settings(backend)}
-        specs.update(typed["*"])
-        specs.update(typed.get(backend, {}))
-        specs.update(getattr(kind, "setting_specs", {}))
-        specs = {k: v for k, v in specs.items() if k in kind.known_settings(backend)}
+        backend_cls, own_cls = BACKEND_SETTINGS[backend], kind.Settings
+        own = Declared(own_cls, blank_is_default=True)
+        common = Declared(backend_cls, blank_is_default=True)
+        own_keys = set(own.recipe_keys())
+        specs = {k: spec_of(backend_cls, k) for k in common.recipe_keys() if k not in own_keys}
+        specs.update({k: spec_of(own_cls, k) for k in own_keys})
         required = tuple(kind.required.get(backend, ()))
         known = kind.known_settings(backend)
-        body = Record({"kind": Str(), "backend": Str(), **specs}, required=required,
+        body = Record({"kind": Str(), "backend": Str(), **specs}, required=required, blank_is_default=True,
                       required_fix={k: f"add {k}: <{known.get(k, 'value')}>" for k in required})
         checked = body.check(value, path, issues)
         if checked is INVALID:
             return INVALID
         # A required key given as ``${VAR:-}`` (empty) is left to start-up, which skips naming the variable:
         # the recipe is valid, this machine lacks the piece.
-        return checked
+        rest = {k: v for k, v in checked.items() if k not in ("kind", "backend")}
+        config = ServiceSettings(backend=common.build({k: v for k, v in rest.items() if k not in own_keys}),
+                                 own=own.build({k: v for k, v in rest.items() if k in own_keys}))
+        written = {k: v for k, v in value.items() if k not in ("kind", "backend")}
+        return CheckedService(kind=kind.name, backend=backend, settings=written, config=config)
 
 
 @dataclass(frozen=True)

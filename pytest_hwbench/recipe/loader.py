@@ -136,11 +136,12 @@ def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> 
         settings, extra["workloads"] = clean.pop("settings")
     kwargs = converted(Recipe, clean)
     kwargs["name"] = kwargs.get("name") or Path(source).stem
+    services = {name: {"kind": spec.kind, **spec.settings} for name, spec in kwargs.get("services", {}).items()}
     return Recipe(
         path=source,
         text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        secret_values=frozenset(secrets | secrets_in_tree(clean.get("services")) | secrets_in_tree(
+        secret_values=frozenset(secrets | secrets_in_tree(services) | secrets_in_tree(
             settings) | secrets_in_tree(_mlflow_tree(clean.get("mlflow")))),
         settings=settings,
         **extra,

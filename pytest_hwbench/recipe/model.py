@@ -9,11 +9,14 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pytest_hwbench.recipe.entries import BACKENDS, SERVICE, SETTINGS, SLO, SWEEP
+from pytest_hwbench.recipe.entries import BACKENDS, SERVICE, SETTINGS, SLO, SWEEP, CheckedService
 from pytest_hwbench.recipe.specs import Bool, Declared, Enum, Float, Int, ListOf, MapOf, Nullable, Str, setting
 from pytest_hwbench.recipe.workload_settings import WorkloadSettings
+
+if TYPE_CHECKING:
+    from pytest_hwbench.services.service_settings import ServiceSettings
 
 Backend = Literal["docker", "process", "external"]
 InconclusivePolicy = Literal["fail", "warn", "rerun"]
@@ -95,6 +98,10 @@ class ServiceSpec:
     kind: str
     backend: Backend
     settings: dict[str, Any] = field(default_factory=dict)
+    """The entry as written (interpolated): messages, secrets and a spec built in code read this."""
+    config: ServiceSettings | None = field(default=None, compare=False)
+    """The typed records the recipe check built (``services.service_settings``); None for a spec built in
+    code, which ``ServiceKind.validate`` checks and builds at start."""
 
 
 @dataclass(frozen=True)
@@ -152,15 +159,10 @@ class HardwareSettings:
     timeout_s: float = setting(900.0, Float(gt=0, lt=1e6))  # per tool invocation
 
 
-def _service_specs(entries: dict[str, dict[str, Any]]) -> dict[str, ServiceSpec]:
+def _service_specs(entries: dict[str, CheckedService]) -> dict[str, ServiceSpec]:
     """The checked ``services`` entries as :class:`ServiceSpec` records (name from the mapping key)."""
-    out = {}
-    for name, entry in entries.items():
-        rest = dict(entry)
-        kind = rest.pop("kind")
-        backend = rest.pop("backend", "process")
-        out[name] = ServiceSpec(name=name, kind=kind, backend=backend, settings=rest)
-    return out
+    return {name: ServiceSpec(name=name, kind=e.kind, backend=e.backend,  # type: ignore[arg-type]
+                              settings=e.settings, config=e.config) for name, e in entries.items()}
 
 
 @dataclass(frozen=True)

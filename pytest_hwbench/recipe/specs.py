@@ -468,17 +468,19 @@ def unknown_key(path: str, key: object, known: Iterable[str], what: str = "key")
 _SPEC = "hwbench_spec"
 _KEY = "hwbench_key"
 _CONVERT = "hwbench_convert"
+_DOC = "hwbench_doc"
 
 
 def setting(default: Any, spec: Spec, *, key: str | None = None,
-            convert: Callable[[Any], Any] | None = None, secret: bool = False) -> Any:
+            convert: Callable[[Any], Any] | None = None, secret: bool = False, doc: str = "") -> Any:
     """Declare one recipe setting as a dataclass field: its default and its spec, written once.
 
     ``key`` is the recipe key when it is not the field name (``s3_requests`` for ``S3Settings.requests``);
     ``convert`` turns the checked value into the field's type (a list into a tuple, ``~`` expanded). Mutable
-    defaults (dicts, lists) are copied per instance. A ``secret`` stays out of the record's ``repr``.
+    defaults (dicts, lists) are copied per instance. A ``secret`` stays out of the record's ``repr``. ``doc``
+    is the one-line help listings print (``hwbench services``).
     """
-    metadata: dict[str, Any] = {_SPEC: spec, _KEY: key, _CONVERT: convert}
+    metadata: dict[str, Any] = {_SPEC: spec, _KEY: key, _CONVERT: convert, _DOC: doc}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata, repr=not secret)
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
@@ -493,6 +495,11 @@ def declared_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
         if _SPEC in f.metadata:
             out[f.metadata[_KEY] or f.name] = f
     return out
+
+
+def docs_of(cls: type) -> dict[str, str]:
+    """Recipe key -> the ``doc`` line of each declared setting of ``cls``."""
+    return {key: f.metadata.get(_DOC, "") for key, f in declared_fields(cls).items()}
 
 
 def spec_of(cls: type, key: str) -> Spec:

@@ -43,8 +43,12 @@ def start_service(spec: ServiceSpec, *, run_id: str, log_dir: str | Path, state_
     if spec.backend not in BACKENDS:
         raise HwbenchInputError(f"{spec.backend!r} is not one of {', '.join(BACKENDS)}", file=source,
                                 field=f"services.{spec.name}.backend", fix="write backend: docker")
-    settings = dict(spec.settings)
-    kind.validate(spec.name, spec.backend, settings, source)
+    # The records the recipe check built at load; a spec built in code is checked (same declaration) now.
+    if spec.config is not None:
+        kind.check_required(spec.name, spec.backend, spec.settings, source)
+        settings = spec.config
+    else:
+        settings = kind.validate(spec.name, spec.backend, spec.settings, source)
     kw: dict[str, Any] = dict(name=spec.name, settings=settings, run_id=run_id, log_dir=Path(log_dir),
                               state_dir=Path(state_dir) if state_dir else default_state_dir(), source=source,
                               host=host)
