@@ -122,3 +122,33 @@ def test_connection_close_and_http10_are_not_reused_and_requests_are_serialised_
     raw = build_request(target, "POST", "/v1/x", b"{}", {"A": "b"})
     assert raw.startswith(b"POST /prefix/v1/x HTTP/1.1\r\nHost: example.com\r\n")
     assert raw.endswith(b"A: b\r\nContent-Length: 2\r\n\r\n{}")
+
+
+class KeepHeaders(Collect):
+    def on_head(self, status, headers, t) -> None:
+        self.status, self.headers = status, headers
+
+
+def test_framing_read_from_the_raw_head_and_headers_parsed_when_read():
+    """Framing headers are found in any case and position; the headers mapping is the same as a full parse
+    (lower-case names, repeated values joined), and a header line without a colon fails the request when
+    a sink reads the headers."""
+    head = (b"HTTP/1.1 200 OK\r\nX-Id: A1\r\ncOnTeNt-LeNgTh:  2 \r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+            b"CONNECTION: Close\r\n\r\nok")
+    sink = KeepHeaders()
+    conn, fut = feed_in_pieces(head, [5, 40], sink)
+    assert fut.result is None and sink.body == b"ok" and not conn.keep_alive
+    assert dict(sink.headers) == {"x-id": "A1", "content-length": "2", "set-cookie": "a=1, b=2",
+                                  "connection": "Close"}
+    assert sink.headers.get("missing") is None and len(sink.headers) == 4
+
+    conn, fut = feed_in_pieces(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", [], Collect())
+    assert fut.result is None and conn.keep_alive  # HTTP/1.1 without Connection: keep-alive by default
+
+    class ReadsHeaders(Collect):
+        def on_head(self, status, headers, t) -> None:
+            headers.get("content-type")
+
+    bad = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nno colon here\r\n\r\nok"
+    conn, fut = feed_in_pieces(bad, [], ReadsHeaders())
+    assert fut.result[0] == "malformed" and "bad header line" in fut.result[1]  # type: ignore[index]

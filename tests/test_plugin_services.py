@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from pytest_hwbench.services.base import restore_default_signals
-from tests.service_helpers import need_binary, need_postgres, need_redis_image
+from tests.service_helpers import need_binary, need_postgres, need_redis_image, our_processes
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = (REPO / "benchmarks" / "test_services_roundtrip.py").read_text()
@@ -135,7 +135,8 @@ def test_sigint_under_xdist_leaves_no_service_behind(pytester: pytest.Pytester) 
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(1)
-    leftovers = redis_pids() - before
+    # only this run's processes (by run id): other suites on a shared machine start redis-servers too
+    leftovers = (redis_pids() - before) & set(our_processes(log_dir.parent.name))
     assert not leftovers, f"redis-server left running after SIGINT: {leftovers}"
 
 

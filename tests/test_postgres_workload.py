@@ -273,7 +273,7 @@ def test_serialization_failures_are_counted_not_crashes(db: str) -> None:
 
 
 def test_server_restart_mid_run_keeps_partial_results(pg: PgProc, db: str) -> None:
-    w = small(db, mix="point_select:update=1:1", connections=2, pool_timeout_s=10)
+    w = small(db, mix="point_select:update:tpcb=1:1:1", connections=2, pool_timeout_s=10)
     w.prepare_sync()
     marks: dict[str, int] = {}
 

@@ -55,6 +55,7 @@ from pytest_hwbench.workloads.loop import (
     have_uvloop,
     new_event_loop,
     precise_timers,
+    refreeze,
     resolve_event_loop,
     sleep_until,
 )
@@ -488,14 +489,23 @@ class _Runner:
         try:
             rec = await self.send(index)
         except asyncio.CancelledError:
-            rec = RequestRecord(index=index, send_ns=t, end_ns=time.perf_counter_ns())
-            rec.fail(ErrorClass.TIMEOUT, "still in flight when the run's drain timeout expired")
-            self._keep(rec, index, warmup, intended, queued)
+            self._keep(self._cancelled(index, t), index, warmup, intended, queued)
             raise
         except Exception as exc:  # a client bug must not end the run
-            rec = RequestRecord(index=index, send_ns=t, end_ns=time.perf_counter_ns())
-            rec.fail(ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
+            rec = self._crashed(index, t, exc)
         self._keep(rec, index, warmup, intended, queued)
+
+    @staticmethod
+    def _cancelled(index: int, t: int) -> RequestRecord:
+        rec = RequestRecord(index=index, send_ns=t, end_ns=time.perf_counter_ns())
+        rec.fail(ErrorClass.TIMEOUT, "still in flight when the run's drain timeout expired")
+        return rec
+
+    @staticmethod
+    def _crashed(index: int, t: int, exc: Exception) -> RequestRecord:
+        rec = RequestRecord(index=index, send_ns=t, end_ns=time.perf_counter_ns())
+        rec.fail(ErrorClass.CLIENT, f"{type(exc).__name__}: {exc}")
+        return rec
 
     def _keep(self, rec: RequestRecord, index: int, warmup: bool, intended: int | None, queued: int) -> None:
         rec.index = index
@@ -561,6 +571,7 @@ class _Runner:
         counter = 0
         deadline: int | None = None
         limit = None if plan.requests is None else plan.warmup + plan.requests
+        send, keep, perf = self.send, self._keep, time.perf_counter_ns
 
         async def user(start_s: float) -> None:
             nonlocal counter, deadline
@@ -577,7 +588,17 @@ class _Runner:
                         deadline = now + int(plan.duration_s * 1e9)
                     elif now >= deadline:
                         return
-                await self.one(j * plan.workers + plan.worker, warm, None, 0)
+                # what ``one`` does, inlined: a closed loop against a fast server runs this once per request
+                index = j * plan.workers + plan.worker
+                t = perf()
+                try:
+                    rec = await send(index)
+                except asyncio.CancelledError:
+                    keep(self._cancelled(index, t), index, warm, None, 0)
+                    raise
+                except Exception as exc:  # a client bug must not end the run
+                    rec = self._crashed(index, t, exc)
+                keep(rec, index, warm, None, 0)
 
         pending: set[asyncio.Task[None]] = {self.loop.create_task(user(s)) for s in plan.user_start_s}
         drain_ns = int(plan.drain_timeout_s * 1e9)
@@ -607,6 +628,7 @@ async def _sample_lag(interval_s: float, out: array, runnable: list[int]) -> Non
         out.append(max(0, time.perf_counter_ns() - target_ns))
         n += 1
         if n % every == 0:
+            refreeze()  # the records kept so far: out of the collector's rescans (loop.refreeze)
             r = _runnable()
             if r is not None:
                 runnable.append(r)

@@ -31,9 +31,9 @@ import contextlib
 import socket
 import ssl as ssl_module
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pytest_hwbench.errors import HwbenchInputError
@@ -114,6 +114,62 @@ def build_request(target: Target, method: str, path: str, body: bytes | None,
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def _framing(low: str, key: str) -> str:
+    """The value after ``key`` (CRLF, a lower-case header name and its colon) in a lower-cased head that
+    starts with CRLF, "" when absent: the few headers the framing needs, found without splitting the head
+    into lines."""
+    at = low.find(key)
+    if at < 0:
+        return ""
+    at += len(key)
+    end = low.find("\r\n", at)
+    return (low[at:] if end < 0 else low[at:end]).strip()
+
+
+class ResponseHeaders(Mapping[str, str]):
+    """A response's headers (lower-case names, a repeated header's values joined with ", "), split into a
+    dict only when first read.
+
+    Why lazy: the framing needs three headers, found in the raw head (:func:`_framing`); splitting every line
+    in Python cost ~0.7 µs a request with two headers (more with a real server's five or six), a tenth of the
+    engine's own time per request against a fast server, for sinks that never look (docs/performance.md). A
+    header line without a colon fails the request (malformed) when the headers are read.
+    """
+
+    __slots__ = ("_block", "_dict")
+
+    def __init__(self, block: str) -> None:
+        self._block = block
+        self._dict: dict[str, str] | None = None
+
+    def _parsed(self) -> dict[str, str]:
+        if self._dict is None:
+            headers: dict[str, str] = {}
+            for line in self._block.split("\r\n") if self._block else ():
+                name, sep, value = line.partition(":")
+                if not sep:
+                    raise StreamFailure(ErrorClass.MALFORMED, f"bad header line: {line[:80]!r}")
+                key = name.strip().lower()
+                headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+            self._dict = headers
+        return self._dict
+
+    def __getitem__(self, key: str) -> str:
+        return self._parsed()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._parsed().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __repr__(self) -> str:
+        return f"ResponseHeaders({self._parsed()!r})"
 
 
 class _Conn(asyncio.Protocol):
@@ -200,8 +256,9 @@ class _Conn(asyncio.Protocol):
         except StreamFailure as exc:
             self.fail(exc.error_class, exc.detail)
             return
-        if self.fut is not None and not self.fut.done():
-            self.fut.set_result(None)
+        fut = self.fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     # -- parsing
     def _consume(self, data: bytes, t: int) -> None:
@@ -214,17 +271,24 @@ class _Conn(asyncio.Protocol):
                 return
         sink = self.sink
         assert sink is not None
-        if self.state == _CHUNKED:
-            self._chunked(buf, t)
-        elif self.state == _LENGTH:
-            take = min(self.left, len(buf))
+        state = self.state
+        if state == _LENGTH:
+            n, left = len(buf), self.left
+            if n == left:  # the common case: the rest of the body, nothing more
+                self.left = 0
+                sink.feed(buf, t)
+                self._complete(t)
+                return
+            take = min(left, n)
             if take:
-                sink.feed(buf[:take] if take < len(buf) else buf, t)
-            self.left -= take
-            if take < len(buf):
+                sink.feed(buf[:take] if take < n else buf, t)
+            self.left = left - take
+            if take < n:
                 self.buf = buf[take:]
             if self.left == 0:
                 self._complete(t)
+        elif state == _CHUNKED:
+            self._chunked(buf, t)
         elif self.state == _UNTIL_CLOSE and buf:
             sink.feed(buf, t)
 
@@ -237,34 +301,32 @@ class _Conn(asyncio.Protocol):
                 self.buf = buf
                 return None
             head, buf = buf[:end].decode("latin-1"), buf[end + 4:]
-            lines = head.split("\r\n")
-            parts = lines[0].split(" ", 2)
+            status_line, _, block = head.partition("\r\n")
+            parts = status_line.split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                raise StreamFailure(ErrorClass.MALFORMED, f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+                raise StreamFailure(ErrorClass.MALFORMED, f"not an HTTP/1.x status line: {status_line[:80]!r}")
             status = int(parts[1])
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(":")
-                if not sep:
-                    raise StreamFailure(ErrorClass.MALFORMED, f"bad header line: {line[:80]!r}")
-                key = name.strip().lower()
-                headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
             if 100 <= status < 200:
                 continue  # interim answer (100 Continue): the real one follows
             break
         self.status = status
-        connection = headers.get("connection", "").lower()
-        if (parts[0] == "HTTP/1.0" and "keep-alive" not in connection) or "close" in connection:
+        headers = ResponseHeaders(block)
+        low = "\r\n" + block.lower()
+        if "\r\nconnection:" in low:
+            connection = _framing(low, "\r\nconnection:")
+            if "close" in connection or (parts[0] == "HTTP/1.0" and "keep-alive" not in connection):
+                self.keep_alive = False
+        elif parts[0] == "HTTP/1.0":
             self.keep_alive = False
         assert self.sink is not None
         self.sink.on_head(status, headers, t)
         if status in (204, 304):
             self._complete(t)
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
+        elif "\r\ntransfer-encoding:" in low and "chunked" in _framing(low, "\r\ntransfer-encoding:"):
             self.state = _CHUNKED
-        elif "content-length" in headers:
+        elif "\r\ncontent-length:" in low:
             try:
-                self.left = int(headers["content-length"])
+                self.left = int(_framing(low, "\r\ncontent-length:"))
             except ValueError:
                 raise StreamFailure(ErrorClass.MALFORMED, "bad Content-Length") from None
             self.state = _LENGTH
@@ -335,7 +397,7 @@ class HTTP1Pool:
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
-        self._busy: set[_Conn] = set()
+        self._inflight = 0  # requests between send and answer, for the timeout sweep
         self._sweeping = False
         # How often in-flight requests are checked against their timeouts: a tenth of the shortest one
         # (5 ms to 0.5 s), so a timeout fires at most ~10 % (or 0.5 s) late.
@@ -379,60 +441,64 @@ class HTTP1Pool:
         5 ms to 0.5 s), so they fire up to that much late. With ``max_connections`` > 0, at most that many
         requests are in flight through this pool (a client-side cap: the wait counts in the request's
         latency).
-        """
-        if self._limit is None:
-            return await self._request(raw, sink)
-        async with self._limit:
-            return await self._request(raw, sink)
 
-    async def _request(self, raw: bytes, sink: BodySink) -> Failure | None:
+        One coroutine per request, no timer and no task of its own: against a fast server every µs here is
+        a request per second less (docs/performance.md, load engine).
+        """
+        limit = self._limit
+        if limit is not None:
+            await limit.acquire()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        for attempt in (0, 1):
-            conn: _Conn | None = None
-            reused = False
-            while self._idle:
-                candidate = self._idle.pop()
-                if not candidate.closed and candidate.transport is not None \
-                        and not candidate.transport.is_closing():
-                    conn, reused = candidate, True
-                    break
-            if conn is None:
+        self._inflight += 1
+        if not self._sweeping:
+            self._arm_sweep(loop)
+        try:
+            for attempt in (0, 1):
+                conn: _Conn | None = None
+                reused = False
+                idle = self._idle
+                while idle:
+                    candidate = idle.pop()
+                    if not candidate.closed and not candidate.transport.is_closing():  # type: ignore[union-attr]
+                        conn, reused = candidate, True
+                        break
+                if conn is None:
+                    try:
+                        conn = await self._connect(min(self.connect_timeout_s,
+                                                       max(0.0, deadline - loop.time())))
+                    except (asyncio.TimeoutError, TimeoutError):
+                        return ErrorClass.TIMEOUT, f"connect timed out after {self.connect_timeout_s:g} s"
+                    except OSError as exc:
+                        return (ErrorClass.CONNECTION,
+                                f"cannot connect to {self.target.host}:{self.target.port}: {exc}")
+                conn.reused = reused
+                fut: asyncio.Future[_Outcome | None] = loop.create_future()
+                conn.deadline = deadline
+                conn.begin(raw, sink, fut)
                 try:
-                    conn = await self._connect(min(self.connect_timeout_s, max(0.0, deadline - loop.time())))
-                except (asyncio.TimeoutError, TimeoutError):
-                    return ErrorClass.TIMEOUT, f"connect timed out after {self.connect_timeout_s:g} s"
-                except OSError as exc:
-                    return (ErrorClass.CONNECTION,
-                            f"cannot connect to {self.target.host}:{self.target.port}: {exc}")
-            conn.reused = reused
-            fut: asyncio.Future[_Outcome | None] = loop.create_future()
-            conn.deadline = deadline
-            conn.begin(raw, sink, fut)
-            self._busy.add(conn)
-            if not self._sweeping:
-                self._arm_sweep(loop)
-            try:
-                result = await fut
-            except asyncio.CancelledError:
-                conn.fail(ErrorClass.TIMEOUT, "cancelled")
-                raise
-            finally:
-                self._busy.discard(conn)
-            if result is None:
-                if conn.keep_alive and not conn.closed:
-                    conn.state = _IDLE
-                    conn.sink = conn.fut = None
-                    self._idle.append(conn)
-                else:
-                    self._drop(conn)
-                return None
-            self._drop(conn)
-            error_class, detail, retry = result
-            if retry and attempt == 0 and loop.time() < deadline:
-                continue
-            return error_class, detail
-        raise AssertionError("unreachable")
+                    result = await fut
+                except asyncio.CancelledError:
+                    conn.fail(ErrorClass.TIMEOUT, "cancelled")
+                    raise
+                if result is None:
+                    if conn.keep_alive and not conn.closed:
+                        conn.state = _IDLE
+                        conn.sink = conn.fut = None
+                        idle.append(conn)
+                    else:
+                        self._drop(conn)
+                    return None
+                self._drop(conn)
+                error_class, detail, retry = result
+                if retry and attempt == 0 and loop.time() < deadline:
+                    continue
+                return error_class, detail
+            raise AssertionError("unreachable")
+        finally:
+            self._inflight -= 1
+            if limit is not None:
+                limit.release()
 
     def _drop(self, conn: _Conn) -> None:
         if conn.transport is not None and not conn.closed:
@@ -453,15 +519,15 @@ class HTTP1Pool:
         now = loop.time()
         quiet_ns = int(self.read_timeout_s * 1e9) if self.read_timeout_s else 0
         perf_now = _perf()
-        for conn in list(self._busy):
-            if conn.state in (_IDLE, _DONE):
+        for conn in list(self._all):
+            if conn.state in (_IDLE, _DONE) or conn.fut is None:
                 continue
             if now >= conn.deadline:
                 where = "no answer" if not conn.got_bytes else "answer not complete"
                 conn.fail(ErrorClass.TIMEOUT, f"{where} within the {self.timeout_s:g} s request timeout")
             elif quiet_ns and perf_now - conn.last_activity >= quiet_ns:
                 conn.fail(ErrorClass.TIMEOUT, f"nothing received for {self.read_timeout_s:g} s (read timeout)")
-        if self._busy:
+        if self._inflight:
             self._arm_sweep(loop)
 
     async def get(self, path: str, headers: Mapping[str, str] | None = None,

@@ -148,14 +148,35 @@ def frozen_heap() -> Iterator[None]:
     Why: a full (generation 2) collection scans every tracked object; in a pytest process that is hundreds of
     thousands (pytest, numpy, the plugin), and a collection that lands in a run stalls the event loop for
     ~10-20 ms — a spike in every timestamp taken meanwhile. Objects alive before the run are not garbage the
-    run can free, so freezing them is safe; they are unfrozen (and collectable again) afterwards.
+    run can free, so freezing them is safe; they are unfrozen (and collectable again) afterwards. Inside the
+    block :func:`refreeze` does the same for what the run keeps (its records).
     """
+    global _frozen_depth
     gc.collect()
     gc.freeze()
+    _frozen_depth += 1
     try:
         yield
     finally:
+        _frozen_depth -= 1
         gc.unfreeze()
+
+
+_frozen_depth = 0
+
+
+def refreeze() -> None:
+    """Inside :func:`frozen_heap`: move every object alive now out of the collector's scans too.
+
+    Why: a run keeps one record per request, and the collector's older generations rescan all of them again
+    and again as they grow — measured 1.3 µs per request in a closed loop of 200 000 trivial requests (4.2
+    → 2.9 µs of engine time per request with the collector off). The load engine calls this about ten times a
+    second; young garbage cycles are still collected between calls, and anything caught in a freeze is
+    collectable again when the block ends. Outside a ``frozen_heap`` block it does nothing (the caller's
+    heap is not ours to freeze).
+    """
+    if _frozen_depth:
+        gc.freeze()
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

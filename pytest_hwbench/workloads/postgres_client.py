@@ -10,9 +10,11 @@ operation of the ``mix``:
 * ``insert`` — one ``history`` row;
 * ``update`` — one account's balance;
 * ``tpcb`` — pgbench's built-in TPC-B-like transaction: BEGIN; update account; select its balance; update
-  teller; update branch; insert history; COMMIT (five statements). One round trip per statement, as
-  pgbench's built-in script; with ``pipeline: true`` all seven go in one round trip (psycopg's pipeline
-  mode; compare with pgbench running the same script between ``\startpipeline`` and ``\endpipeline``).
+  teller; update branch; insert history; END (five statements). One round trip per statement, as
+  pgbench's built-in script with ``-M prepared``; with ``pipeline: true`` all seven go in one round trip
+  (libpq's pipeline mode; compare with pgbench running the same script between ``\startpipeline`` and
+  ``\endpipeline``). This transaction runs as prepared statements straight through psycopg's libpq binding
+  (``postgres_pq``): psycopg's cursor layer cost about four times pgbench's client CPU per transaction.
 
 A mix of only ``tpcb`` reports its throughput as ``tps`` (transactions/s, comparable with pgbench);
 any other mix as ``ops_s`` (every operation outside ``tpcb`` is its own autocommit transaction).
@@ -51,6 +53,7 @@ from pytest_hwbench.workloads.kv_metrics import (
     mix64,
     mix_table,
 )
+from pytest_hwbench.workloads.postgres_pq import PreparedSet, run_transaction
 from pytest_hwbench.workloads.records import ErrorClass
 
 _perf = time.perf_counter_ns
@@ -372,8 +375,23 @@ class PostgresLoadClient:
             "update_teller": f"UPDATE {s}.tellers SET tbalance = tbalance + %s WHERE tid = %s",
             "update_branch": f"UPDATE {s}.branches SET bbalance = bbalance + %s WHERE bid = %s",
         }
+        # The TPC-B-like transaction runs as prepared statements straight through libpq (``postgres_pq``):
+        # psycopg's cursor layer cost ~4x pgbench's client CPU per transaction.
+        self._tpcb_sql = PreparedSet(f"hwbench_{workload.run}", {
+            "begin": "BEGIN",
+            "update_account": f"UPDATE {s}.accounts SET abalance = abalance + $1 WHERE aid = $2",
+            "select": f"SELECT abalance FROM {s}.accounts WHERE aid = $1",
+            "update_teller": f"UPDATE {s}.tellers SET tbalance = tbalance + $1 WHERE tid = $2",
+            "update_branch": f"UPDATE {s}.branches SET bbalance = bbalance + $1 WHERE bid = $2",
+            "insert": f"INSERT INTO {s}.history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, "
+                      "CURRENT_TIMESTAMP)",
+            "end": "END",
+        })
         self._ops: dict[str, OpFn] = {"point_select": self._point_select, "range_scan": self._range_scan,
                                       "insert": self._insert, "update": self._update, "tpcb": self._tpcb}
+        # Connections that worked stay with the client between operations (a pool check-out and check-in
+        # cost ~70 µs a transaction); one that failed goes back to the pool, which replaces a broken one.
+        self._held: list[Any] = []
         self.pool = psycopg_pool.AsyncConnectionPool(
             workload.dsn, min_size=workload.connections, max_size=workload.connections,
             kwargs=workload.connect_kwargs(), timeout=workload.pool_timeout_s, open=False,
@@ -420,25 +438,22 @@ class PostgresLoadClient:
         return max(cur.rowcount, 0), 1
 
     async def _tpcb(self, conn: Any, h: int) -> tuple[int, int]:
-        aid, tid, bid, delta = self._params(h)
-        sql = self._sql
-        rows = 0
-        if self.w.pipeline:  # BEGIN, five statements and COMMIT in one round trip (psycopg pipeline mode)
-            async with conn.pipeline(), conn.transaction():
-                curs = [await conn.execute(sql["update_account"], (delta, aid)),
-                        await conn.execute(sql["select"], (aid,)),
-                        await conn.execute(sql["update_teller"], (delta, tid)),
-                        await conn.execute(sql["update_branch"], (delta, bid)),
-                        await conn.execute(sql["insert"], (tid, bid, aid, delta))]
-            rows = sum(max(c.rowcount, 0) for c in curs)
-            return rows, 5
-        async with conn.transaction():
-            rows += max((await conn.execute(sql["update_account"], (delta, aid))).rowcount, 0)
-            rows += len(await (await conn.execute(sql["select"], (aid,))).fetchall())
-            rows += max((await conn.execute(sql["update_teller"], (delta, tid))).rowcount, 0)
-            rows += max((await conn.execute(sql["update_branch"], (delta, bid))).rowcount, 0)
-            rows += max((await conn.execute(sql["insert"], (tid, bid, aid, delta))).rowcount, 0)
-        return rows, 5
+        """pgbench's TPC-B-like transaction: BEGIN, five statements, END; one round trip each, or all seven in
+        one with ``pipeline`` (libpq pipeline mode)."""
+        aid, tid, bid, delta = (str(v).encode() for v in self._params(h))
+        prepared = self._tpcb_sql
+        await prepared.ensure(conn)
+        n = prepared.names
+        results = await run_transaction(conn, (
+            (n["begin"], ()),
+            (n["update_account"], (delta, aid)),
+            (n["select"], (aid,)),
+            (n["update_teller"], (delta, tid)),
+            (n["update_branch"], (delta, bid)),
+            (n["insert"], (tid, bid, aid, delta)),
+            (n["end"], ()),
+        ), pipeline=self.w.pipeline)
+        return sum(max(r.command_tuples or 0, 0) for r in results[1:6]), 5  # SELECT's tag counts its rows
 
     async def send(self, index: int) -> KVRecord:
         psycopg, psycopg_pool = _pg()
@@ -450,8 +465,13 @@ class PostgresLoadClient:
         rec.send_wall_ns = time.time_ns()
         rec.send_ns = _perf()
         try:
-            async with self.pool.connection() as conn:
+            conn = self._held.pop() if self._held else await self.pool.getconn()
+            try:
                 rows, statements = await fn(conn, h)
+            except BaseException:
+                await self.pool.putconn(conn)  # the pool checks it: a broken one is replaced
+                raise
+            self._held.append(conn)
             rec.end_ns = _perf()
             rec.rows = rows
             rec.statements = statements
@@ -465,6 +485,10 @@ class PostgresLoadClient:
         return rec
 
     async def aclose(self) -> None:
+        held, self._held = self._held, []
+        for conn in held:
+            with contextlib.suppress(Exception):
+                await self.pool.putconn(conn)
         await self.pool.close(timeout=5.0)
 
 

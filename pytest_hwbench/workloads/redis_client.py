@@ -506,25 +506,47 @@ class _RespConn(asyncio.Protocol):
         self._reply(kind, size, text)
 
     def _hiredis(self, data: bytes) -> None:
+        """Replies parsed by hiredis; the bookkeeping of :meth:`_reply` done in one loop with local variables
+        (a method call per reply was a tenth of a pipeline's client CPU at depth 16)."""
         reader = self.reader
         assert reader is not None  # only called when a hiredis reader exists
         reader.feed(data)
-        while True:
-            reply = reader.gets()
-            if reply is False:
-                return
-            if reply is None:
-                self._reply(_NIL, 0)
-            elif isinstance(reply, bytes):
-                self._reply(_BULK, len(reply))
-            elif isinstance(reply, _ReplyError):
-                self._reply(_ERROR, 0, str(reply))
-            else:
-                self._reply(_OK, 0)
-            if self.fut is None or self.fut.done():
-                if reader.gets() is not False:
+        gets, i = self.gets, self.i
+        n = len(gets)
+        received = misses = 0
+        try:
+            while True:
+                reply = reader.gets()
+                if reply is False:
+                    return
+                if i >= n:
                     raise ValueError("more replies than commands sent")
-                return
+                if type(reply) is bytes:
+                    if gets[i]:
+                        received += len(reply)
+                elif reply is None:
+                    if gets[i]:
+                        misses += 1
+                elif isinstance(reply, _ReplyError):
+                    op = "get" if gets[i] else "set"
+                    if self.failed is None:
+                        self.failed = {}
+                    self.failed[op] = self.failed.get(op, 0) + 1
+                    self.first_error = self.first_error or str(reply)
+                i += 1
+                if i == n:
+                    self.end_ns = _perf()
+                    self.i, self.received, self.misses = i, self.received + received, self.misses + misses
+                    received = misses = 0
+                    assert self.fut is not None
+                    self.fut.set_result(None)
+                    if reader.gets() is not False:  # the request has its replies; the connection is not trusted
+                        raise ValueError("more replies than commands sent")
+                    return
+        finally:
+            self.i = i
+            self.received += received
+            self.misses += misses
 
     def _parse(self, data: bytes) -> None:
         if self.skip:
