@@ -27,7 +27,7 @@ from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import HttpProbe, Probe
-from pytest_hwbench.services.service_settings import opt_str, opt_text, text
+from pytest_hwbench.services.service_settings import opt_str, opt_text
 
 #: The model name the server answers to when the recipe names none (the server's own default).
 DEFAULT_MODEL = "hwbench-reference"
@@ -44,10 +44,11 @@ class ReferenceSettings:
 
     model: str | None = setting(None, opt_str(), doc=(
         f"the only model name served; others get 404 (default {DEFAULT_MODEL})"))
-    ttft_ms: str | None = setting(None, opt_text(), convert=text, doc=(
+    # distributions as written (a number, or "uniform:LO,HI" ...): the server parses them
+    ttft_ms: str | float | None = setting(None, opt_text(), doc=(
         "time to first token, ms: 50, constant:50, uniform:LO,HI, normal:MEAN,STD, lognormal:MEAN,STD"))
-    itl_ms: str | None = setting(None, opt_text(), convert=text, doc="inter-token latency, ms (same forms as ttft_ms)")
-    output_tokens: str | None = setting(None, opt_text(), convert=text, doc=(
+    itl_ms: str | float | None = setting(None, opt_text(), doc="inter-token latency, ms (same forms as ttft_ms)")
+    output_tokens: str | float | None = setting(None, opt_text(), doc=(
         "output length distribution, tokens (a request's max_tokens caps it)"))
     capacity: int | None = setting(None, _num(Int(min=1)), doc=(
         "requests served at once; more wait in a FIFO queue (default unlimited)"))
