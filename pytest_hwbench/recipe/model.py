@@ -101,7 +101,8 @@ class ServiceSpec:
     """The entry as written (interpolated): messages, secrets and a spec built in code read this."""
     config: ServiceSettings | None = field(default=None, compare=False)
     """The typed records the recipe check built (``services.service_settings``); None for a spec built in
-    code, which ``ServiceKind.validate`` checks and builds at start."""
+    code, which ``ServiceKind.validate`` checks and builds at start (``dataclasses.replace`` of ``settings``
+    must pass ``config=None`` so the new mapping is checked)."""
 
 
 @dataclass(frozen=True)
