@@ -286,7 +286,8 @@ class HwbenchSession:
                         "(save one with --hwbench-save-baseline)")
         environment = environment_of()
         stored = [s.environment.get("conditions") or {} for s in entry.sessions]
-        differ = conditions_differ(stored, environment.get("conditions") or {})
+        differ = conditions_differ(stored, environment.get("conditions") or {},
+                                   contended=self.recipe.baseline.contended_cpu_share)
         return compare_test(metrics, entry, self.recipe.baseline, environment, noise=noise, conditions=differ,
                             look=look)
 

@@ -242,3 +242,96 @@ def test_marker_keywords_come_from_one_declaration() -> None:
     issues: list = []
     MARKER.check({"repetition": 5}, "", issues)
     assert [(i.field, i.problem) for i in issues] == [("repetition", "unknown key, did you mean 'repetitions'?")]
+
+
+# ---------------------------------------------------------------------------------- service kinds' settings
+
+
+def _typo(key: str) -> str:
+    """``key`` with one letter dropped (``startup_timeout`` -> ``startup_timout``): a near miss."""
+    cut = len(key) // 2
+    return key[:cut] + key[cut + 1:]
+
+
+def _service_kinds() -> list[str]:
+    from pytest_hwbench.services.catalog import kinds
+
+    return [name for name in kinds() if not name.startswith("unit-")]
+
+
+@pytest.mark.parametrize("kind", _service_kinds())
+def test_a_misspelt_setting_of_every_service_kind_is_rejected_at_load_with_its_path(kind: str,
+                                                                                     tmp_path: Path) -> None:
+    """Each kind's own settings (``ServiceKind.Settings``) and the backend's are declared: a near miss is an
+    error naming ``services.<name>.<key>`` with "did you mean", at load and in ``hwbench recipes validate``."""
+    from pytest_hwbench.recipe.specs import declared_fields
+    from pytest_hwbench.services.catalog import get_kind
+
+    own = list(declared_fields(get_kind(kind).Settings))
+    meant = max(own, key=len) if own else "startup_timeout"  # a kind with no settings of its own: a backend one
+    body = f"services:\n  svc: {{kind: {kind}, backend: external, url: 'http://127.0.0.1:1', {_typo(meant)}: 1}}\n"
+    err = error(body)
+    assert err.field == f"services.svc.{_typo(meant)}", str(err)
+    assert f"did you mean '{meant}'?" in str(err), str(err)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\n" + body)
+    out = io.StringIO()
+    assert validate_cmd.run([str(recipe)], out=out) == 1
+    assert out.getvalue().strip() == str(err).replace(f"{SRC}:", f"{recipe}:").strip()
+
+
+def test_service_settings_are_typed_records_built_at_load_with_env_text_coerced() -> None:
+    from pytest_hwbench.services.catalog.ollama import OllamaSettings
+    from pytest_hwbench.services.catalog.redis import RedisSettings
+    from pytest_hwbench.services.service_settings import DockerSettings, ProcessSettings
+
+    r = load("""\
+services:
+  cache: {kind: redis, io_threads: "${THREADS:-2}", maxmemory: 1gb, startup_timeout: "${WAIT}", port: "${PORT:-}"}
+  llm: {kind: ollama, backend: docker, pull: "${PULL}", pull_timeout: "${PT}", container_port: "${CP}"}
+""", env={"WAIT": "12.5", "PULL": "false", "PT": "60", "CP": "11435"})
+    cache = r.services["cache"].config
+    assert cache is not None and cache.own_as(RedisSettings) == RedisSettings(maxmemory="1gb", io_threads=2)
+    backend = cache.backend_as(ProcessSettings)
+    assert backend.startup_timeout == 12.5 and backend.port is None  # ``${PORT:-}`` empty: not given
+    llm = r.services["llm"].config
+    assert llm is not None
+    # ollama's own ``pull`` (the model) is the kind's; the docker image pull policy keeps its default
+    assert llm.own_as(OllamaSettings) == OllamaSettings(pull=False, pull_timeout=60.0)
+    docker = llm.backend_as(DockerSettings)
+    assert (docker.container_port, docker.pull, docker.args, docker.env) == (11435, "missing", (), {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        docker.pull = "always"  # type: ignore[misc]
+    assert r.services["cache"].settings["io_threads"] == "2"  # the entry as written stays for messages/secrets
+    err = error("services:\n  cache: {kind: redis, io_threads: '${T}'}\n", env={"T": "many"})
+    assert str(err) == f"{SRC}: services.cache.io_threads: 'many' is not an integer >= 1"
+
+
+def test_a_service_spec_built_in_code_meets_the_same_declaration() -> None:
+    """``ServiceKind.validate`` (what ``start_service`` runs for a spec built in code) is the recipe check."""
+    from pytest_hwbench.services.catalog import get_kind
+    from pytest_hwbench.services.catalog.redis import RedisSettings
+
+    kind = get_kind("redis")
+    config = kind.validate("cache", "process", {"io_threads": "3"})
+    assert config.own_as(RedisSettings).io_threads == 3
+    with pytest.raises(RecipeError) as info:
+        kind.validate("cache", "docker", {"contaner_port": 1})
+    assert str(info.value) == "services.cache.contaner_port: unknown key, did you mean 'container_port'?"
+
+
+def test_catalog_and_backends_read_service_settings_as_attributes_not_string_keys() -> None:
+    """No kind or backend re-reads the raw mapping with its own default (``settings.get("pull_timeout",
+    3600)``): every service setting is a declared attribute of a typed record."""
+    import pytest_hwbench.services as services_pkg
+
+    root = Path(services_pkg.__file__).parent
+    files = [root / "docker_backend.py", root / "process.py", root / "external.py", root / "manager.py",
+             *sorted((root / "catalog").glob("*.py"))]
+    raw = re.compile(r"settings\s*(\.get\(|\[)|settings\s*\)?\s*\.\s*get\(|\"\w+\"\s+in\s+settings")
+    offenders = [f"{path.name}:{n}: {line.strip()}" for path in files
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if raw.search(line)]
+    # ``check_required`` inspects the mapping as written, before any record exists (``${VAR:-}`` left empty)
+    offenders = [o for o in offenders if "settings.get(key) in (None, \"\")" not in o
+                 and "str(settings.get(\"model\") or \"\")" not in o]
+    assert offenders == []

@@ -81,8 +81,9 @@ def test_catalog_runs_moto_as_the_minio_stand_in(services: ServiceSet, moto: End
     kind = get_kind("s3")
 
     def ctx(backend: str, **settings: Any) -> StartContext:
-        return StartContext(name="s3", kind=kind, backend=backend, settings=settings, host="127.0.0.1",
-                            port=9000, ports={"console": 9001}, work_dir=tmp_path, log_dir=tmp_path, run_id="r")
+        return StartContext(name="s3", kind=kind, backend=backend, settings=kind.validate("s3", backend, settings),
+                            host="127.0.0.1", port=9000, ports={"console": 9001}, work_dir=tmp_path,
+                            log_dir=tmp_path, run_id="r")
 
     c = ctx("process")
     assert kind.process_args(c, "/usr/local/bin/minio")[:1] == ["server"] and c.info["server"] == "minio"

@@ -415,8 +415,7 @@ def test_every_kind_builds_its_command_line(backend, tmp_path):
     for name, kind in kinds().items():
         if name.startswith("unit-"):
             continue
-        s = dict(settings.get(name, {}))
-        kind.validate("svc", backend, s)
+        s = kind.validate("svc", backend, dict(settings.get(name, {})))
         port = 41000 if backend == "process" else kind.port
         ports = {p: 41001 + i for i, p in enumerate(kind.extra_ports)} if backend == "process" \
             else dict(kind.extra_ports)

@@ -36,3 +36,31 @@ def test_run_conditions_and_load_meter_measure_this_machine() -> None:
     sum(i * i for i in range(200_000))  # our own work is not "other"
     value = meter.external_fraction()
     assert value is None or 0.0 <= value <= 1.0
+
+
+def test_the_contention_threshold_is_the_recipes_baseline_contended_cpu_share() -> None:
+    """``baseline.contended_cpu_share`` (declared once, default 0.6) is the share the verdict demotes at;
+    null or 1 never demotes; ``${ENV}`` text is coerced; out-of-range values are rejected with the field."""
+    import pytest
+
+    from pytest_hwbench.errors import HwbenchInputError
+    from pytest_hwbench.measure.fingerprint import CONTENDED
+    from pytest_hwbench.recipe.loader import load_recipe_text
+
+    def share(text: str, env: dict[str, str] | None = None) -> float | None:
+        return load_recipe_text(f"version: 1\nbaseline:\n  contended_cpu_share: {text}\n", "r.yaml",
+                                env=env or {}).baseline.contended_cpu_share
+
+    assert load_recipe_text("version: 1\n", "r.yaml", env={}).baseline.contended_cpu_share == CONTENDED == 0.6
+    busy = {**QUIET, "load_other": 0.7}
+    contended = [line for line in conditions_differ([QUIET], busy, contended=share("0.9")) if "contended" in line]
+    assert contended == []
+    assert any("contended" in line for line in conditions_differ([QUIET], busy, contended=share("${S:-0.5}")))
+    for never in ("null", "1", "${UNSET:-}"):
+        lines = conditions_differ([{**QUIET, "load_other": 1.0}], {**QUIET, "load_other": 1.0},
+                                  contended=share(never))
+        assert not any("contended" in line for line in lines), never
+    for bad in ("0", "1.5", "lots"):
+        with pytest.raises(HwbenchInputError, match=r"baseline\.contended_cpu_share: .* is not a number > 0 and "
+                                                    r"<= 1 or null"):
+            share(bad)

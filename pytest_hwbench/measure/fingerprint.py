@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from pytest_hwbench.measure.gpu import gpu_inventory
+from pytest_hwbench.recipe.model import BaselinePolicy
+from pytest_hwbench.recipe.specs import default_of
 
 __all__ = [
     "FINGERPRINT_VERSION", "clear_fingerprint_cache", "collect_fingerprint", "cpu_slug", "derive_testbed",
@@ -380,7 +382,8 @@ LOAD_MARGIN = 0.25
 #: (above one busy core of two, e.g. a sibling xdist worker):
 #: a CPU-bound benchmark on such a machine can lose anything from 10 % to 90 % from one session to the next
 #: (measured on a shared 2-core box), so neither a slowdown nor a baseline taken there is evidence.
-CONTENDED = 0.6
+#: Declared once, as the recipe's ``baseline.contended_cpu_share``; this is its default.
+CONTENDED: float = default_of(BaselinePolicy, "contended_cpu_share")
 
 
 @functools.cache
@@ -456,12 +459,14 @@ def run_conditions(load_window_s: float = 0.0) -> dict[str, Any]:
             "load_at_start": load}
 
 
-def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> list[str]:
+def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any], *,
+                      contended: float | None = CONTENDED) -> list[str]:
     """Human lines for each run condition that differs from the stored sessions' (empty when alike).
 
     Discrete conditions are compared with the newest stored session; the load (at start, and used by other
     processes during the trials) counts as different only when it lies more than ``LOAD_MARGIN`` outside
-    the range the stored sessions saw."""
+    the range the stored sessions saw. ``contended`` is the recipe's ``baseline.contended_cpu_share``:
+    None or 1 (or more) never calls the machine contended."""
     if not stored or not current:
         return []
     out = []
@@ -481,10 +486,12 @@ def conditions_differ(stored: list[dict[str, Any]], current: dict[str, Any]) -> 
     busy_now = current.get("load_other")
     busy_then = cast("list[float]",
                      [s.get("load_other") for s in stored if isinstance(s.get("load_other"), (int, float))])
-    if isinstance(busy_now, (int, float)) and busy_now >= CONTENDED:
+    if contended is None or contended >= 1:
+        return out
+    if isinstance(busy_now, (int, float)) and busy_now >= contended:
         out.append(f"the machine was contended: other processes used {busy_now:.0%} of all CPUs during "
                    "the trials")
-    elif busy_then and max(busy_then) >= CONTENDED:
+    elif busy_then and max(busy_then) >= contended:
         out.append(f"the baseline was measured on a contended machine (other processes used up to "
                    f"{max(busy_then):.0%} of all CPUs); re-save it on a quieter machine")
     return out

@@ -20,8 +20,9 @@ import yaml
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.recipe.interpolate import interpolate_tree
-from pytest_hwbench.recipe.model import MlflowSettings, Recipe, ServiceSpec
+from pytest_hwbench.recipe.model import MlflowSettings, Recipe
 from pytest_hwbench.recipe.schema import Issue, RecipeError, join, validate
+from pytest_hwbench.recipe.specs import converted
 from pytest_hwbench.report.redact import Redactor, secrets_in_tree
 from pytest_hwbench.safe_load import MAX_YAML_BYTES, compose_bounded, read_bounded
 
@@ -126,30 +127,24 @@ def _in_document_order(issues: list[Issue], data: Any) -> list[Issue]:
 
 
 def _build(clean: dict[str, Any], source: str, text: str, secrets: set[str]) -> Recipe:
-    """Turn validated data into the model. The sections are typed records already (built by their
-    declarations in ``schema.validate``); absent keys take the defaults declared there."""
-    kwargs: dict[str, Any] = {k: clean[k] for k in
-                              ("description", "testbed", "repetitions", "warmup", "sweep", "slo", "baseline",
-                               "mlflow", "hardware", "resources") if k in clean}
-    if "services" in clean:
-        services = {}
-        for name, spec in clean["services"].items():
-            rest = dict(spec)
-            kind = rest.pop("kind")
-            backend = rest.pop("backend", "process")
-            services[name] = ServiceSpec(name=name, kind=kind, backend=backend, settings=rest)
-        kwargs["services"] = services
+    """Turn validated data into the model: each key's declared ``convert`` (``services`` entries become
+    ``ServiceSpec``s); the sections are typed records already. Absent keys take the declared defaults."""
+    clean = dict(clean)
     settings: dict[str, Any] = {}
-    if "settings" in clean:
-        settings, kwargs["workloads"] = clean["settings"]
+    extra: dict[str, Any] = {}
+    if "settings" in clean:  # one key, two fields: the free mapping and the workloads' typed records
+        settings, extra["workloads"] = clean.pop("settings")
+    kwargs = converted(Recipe, clean)
+    kwargs["name"] = kwargs.get("name") or Path(source).stem
+    services = {name: {"kind": spec.kind, **spec.settings} for name, spec in kwargs.get("services", {}).items()}
     return Recipe(
         path=source,
-        name=clean.get("name") or Path(source).stem,
         text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
-        secret_values=frozenset(secrets | secrets_in_tree(clean.get("services")) | secrets_in_tree(
+        secret_values=frozenset(secrets | secrets_in_tree(services) | secrets_in_tree(
             settings) | secrets_in_tree(_mlflow_tree(clean.get("mlflow")))),
         settings=settings,
+        **extra,
         **kwargs,
     )
 

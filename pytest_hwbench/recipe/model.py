@@ -9,15 +9,20 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from pytest_hwbench.recipe.entries import BACKENDS, SERVICE, SETTINGS, SLO, SWEEP, CheckedService
 from pytest_hwbench.recipe.specs import Bool, Declared, Enum, Float, Int, ListOf, MapOf, Nullable, Str, setting
 from pytest_hwbench.recipe.workload_settings import WorkloadSettings
+
+if TYPE_CHECKING:
+    from pytest_hwbench.services.service_settings import ServiceSettings
 
 Backend = Literal["docker", "process", "external"]
 InconclusivePolicy = Literal["fail", "warn", "rerun"]
 
-BACKENDS: tuple[str, ...] = ("docker", "process", "external")
+__all__ = ["BACKENDS", "Recipe", "ServiceSpec"]
+
 INCONCLUSIVE_POLICIES: tuple[str, ...] = ("fail", "warn", "rerun")
 
 #: Upper bounds that keep a typo (``repetitions: 1000000000``) from hanging a run for days.
@@ -72,6 +77,9 @@ class BaselinePolicy:
     session_noise: float = setting(0.03, Float(ge=0, lt=1))
     # time budget for the sequential rounds (``reruns`` is the round budget)
     max_seconds: float = setting(300.0, Float(gt=0, lt=1e7))
+    # share of all CPUs other processes may use during the trials before a FAIL becomes a WARN naming the
+    # contention (docs/verdicts.md); null or 1 never demotes
+    contended_cpu_share: float | None = setting(0.6, Nullable(Float(gt=0, le=1), empty_is_null=True))
 
     def tolerance_for(self, metric: str) -> float:
         mp = self.metrics.get(metric)
@@ -90,6 +98,11 @@ class ServiceSpec:
     kind: str
     backend: Backend
     settings: dict[str, Any] = field(default_factory=dict)
+    """The entry as written (interpolated): messages, secrets and a spec built in code read this."""
+    config: ServiceSettings | None = field(default=None, compare=False)
+    """The typed records the recipe check built (``services.service_settings``); None for a spec built in
+    code, which ``ServiceKind.validate`` checks and builds at start (``dataclasses.replace`` of ``settings``
+    must pass ``config=None`` so the new mapping is checked)."""
 
 
 @dataclass(frozen=True)
@@ -147,29 +160,42 @@ class HardwareSettings:
     timeout_s: float = setting(900.0, Float(gt=0, lt=1e6))  # per tool invocation
 
 
+def _service_specs(entries: dict[str, CheckedService]) -> dict[str, ServiceSpec]:
+    """The checked ``services`` entries as :class:`ServiceSpec` records (name from the mapping key)."""
+    return {name: ServiceSpec(name=name, kind=e.kind, backend=e.backend,  # type: ignore[arg-type]
+                              settings=e.settings, config=e.config) for name, e in entries.items()}
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """A loaded, interpolated and validated recipe."""
+    """A loaded, interpolated and validated recipe.
+
+    Every top-level recipe key is one ``setting(...)`` field here — default and spec on one line;
+    ``schema.RECIPE`` is assembled from these declarations (and ``@pytest.mark.hwbench`` reuses them), so a
+    limit or a default is never written twice. ``path``/``text``/``sha256`` describe the file, not a key.
+    """
 
     path: str
-    name: str
     text: str
     sha256: str
-    description: str = ""
-    testbed: str | None = None
-    repetitions: int = 3
-    warmup: int = 0
-    sweep: dict[str, list[Any]] = field(default_factory=dict)
-    slo: dict[str, list[str]] = field(default_factory=dict)
-    baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
-    services: dict[str, ServiceSpec] = field(default_factory=dict)
-    mlflow: MlflowSettings = field(default_factory=MlflowSettings)
-    resources: ResourceSettings = field(default_factory=ResourceSettings)
-    settings: dict[str, Any] = field(default_factory=dict)
+    version: int = setting(1, Enum((1,), base=Int(), fix="this pytest-hwbench reads recipe format version 1"))
+    name: str = setting("", Str(nonempty=True))  # the loader falls back to the file's stem
+    description: str = setting("", Str())
+    testbed: str | None = setting(None, Nullable(Str(nonempty=True), empty_is_null=True))
+    repetitions: int = setting(3, Int(min=1, max=MAX_REPETITIONS))
+    warmup: int = setting(0, Int(min=0, max=MAX_WARMUP))
+    sweep: dict[str, list[Any]] = setting({}, SWEEP)
+    slo: dict[str, list[str]] = setting({}, SLO)
+    baseline: BaselinePolicy = setting(BaselinePolicy(), Declared(BaselinePolicy))
+    services: dict[str, ServiceSpec] = setting(
+        {}, MapOf(SERVICE, what="a mapping of service name to {kind, backend, ...}"), convert=_service_specs)
+    mlflow: MlflowSettings = setting(MlflowSettings(), Declared(MlflowSettings))
+    resources: ResourceSettings = setting(ResourceSettings(), Declared(ResourceSettings))
+    settings: dict[str, Any] = setting({}, SETTINGS)
     """The free ``settings`` mapping as written (``hwbench.settings``); the shipped workloads' part of it is
-    in ``workloads``, checked and typed."""
+    in ``workloads``, checked and typed (both built by the ``SETTINGS`` spec)."""
+    hardware: HardwareSettings = setting(HardwareSettings(), Declared(HardwareSettings))
     workloads: WorkloadSettings = field(default_factory=WorkloadSettings)
-    hardware: HardwareSettings = field(default_factory=HardwareSettings)
     secret_values: frozenset[str] = frozenset()
 
     def slos_for(self, nodeid: str) -> list[tuple[str, str]]:

@@ -468,17 +468,19 @@ def unknown_key(path: str, key: object, known: Iterable[str], what: str = "key")
 _SPEC = "hwbench_spec"
 _KEY = "hwbench_key"
 _CONVERT = "hwbench_convert"
+_DOC = "hwbench_doc"
 
 
 def setting(default: Any, spec: Spec, *, key: str | None = None,
-            convert: Callable[[Any], Any] | None = None, secret: bool = False) -> Any:
+            convert: Callable[[Any], Any] | None = None, secret: bool = False, doc: str = "") -> Any:
     """Declare one recipe setting as a dataclass field: its default and its spec, written once.
 
     ``key`` is the recipe key when it is not the field name (``s3_requests`` for ``S3Settings.requests``);
     ``convert`` turns the checked value into the field's type (a list into a tuple, ``~`` expanded). Mutable
-    defaults (dicts, lists) are copied per instance. A ``secret`` stays out of the record's ``repr``.
+    defaults (dicts, lists) are copied per instance. A ``secret`` stays out of the record's ``repr``. ``doc``
+    is the one-line help listings print (``hwbench services``).
     """
-    metadata: dict[str, Any] = {_SPEC: spec, _KEY: key, _CONVERT: convert}
+    metadata: dict[str, Any] = {_SPEC: spec, _KEY: key, _CONVERT: convert, _DOC: doc}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata, repr=not secret)
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
@@ -493,6 +495,28 @@ def declared_fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
         if _SPEC in f.metadata:
             out[f.metadata[_KEY] or f.name] = f
     return out
+
+
+def docs_of(cls: type) -> dict[str, str]:
+    """Recipe key -> the ``doc`` line of each declared setting of ``cls``."""
+    return {key: f.metadata.get(_DOC, "") for key, f in declared_fields(cls).items()}
+
+
+def spec_of(cls: type, key: str) -> Spec:
+    """The spec declared for recipe key ``key`` of ``cls`` (to reuse a declaration, e.g. marker keywords)."""
+    spec: Spec = declared_fields(cls)[key].metadata[_SPEC]
+    return spec
+
+
+def converted(cls: type, cleaned: dict[str, Any]) -> dict[str, Any]:
+    """Checked values by recipe key -> keyword arguments of ``cls`` (field names, each field's ``convert``)."""
+    fields = declared_fields(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in cleaned.items():
+        f = fields[key]
+        convert = f.metadata[_CONVERT]
+        kwargs[f.name] = convert(value) if convert is not None and value is not None else value
+    return kwargs
 
 
 def default_of(cls: type, name: str) -> Any:
@@ -546,13 +570,7 @@ class Declared(Spec):
         return self.cls(**self._converted(cleaned))
 
     def _converted(self, cleaned: dict[str, Any]) -> dict[str, Any]:
-        fields = declared_fields(self.cls)
-        kwargs: dict[str, Any] = {}
-        for key, value in cleaned.items():
-            f = fields[key]
-            convert = f.metadata[_CONVERT]
-            kwargs[f.name] = convert(value) if convert is not None and value is not None else value
-        return kwargs
+        return converted(self.cls, cleaned)
 
     def coerce(self, values: dict[str, Any], path: str) -> dict[str, Any]:
         """Check some of the declared settings given as keyword values (field name -> value) outside a

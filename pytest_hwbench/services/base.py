@@ -20,6 +20,7 @@ from pytest_hwbench.errors import HwbenchError
 
 if TYPE_CHECKING:
     from pytest_hwbench.services.catalog.kind import ServiceKind
+    from pytest_hwbench.services.service_settings import ServiceSettings
 
 RUN_LABEL = "hwbench.run"
 """Docker label (and pid-file field) naming the run that started a service; the reaper keys on it."""
@@ -155,7 +156,9 @@ class StartContext:
     name: str
     kind: ServiceKind
     backend: str
-    settings: dict[str, Any]
+    settings: ServiceSettings
+    """The typed records (``ServiceKind.validate``): ``settings.own`` the kind's, ``settings.backend`` the
+    backend's; read attributes, never keys."""
     host: str
     port: int
     ports: dict[str, int]

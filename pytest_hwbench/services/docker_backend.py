@@ -19,10 +19,11 @@ from typing import Any
 from pytest_hwbench.errors import HwbenchInputError, ServiceUnavailable
 from pytest_hwbench.report.redact import mask_argv
 from pytest_hwbench.services.base import RUN_LABEL, ServiceStartError, StartContext, hint_for, now_s
-from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
+from pytest_hwbench.services.catalog.kind import ServiceKind, expand
 from pytest_hwbench.services.local_images import build_fix
 from pytest_hwbench.services.probes import Probe, probe_from_setting
 from pytest_hwbench.services.running import RunningService, wait_ready
+from pytest_hwbench.services.service_settings import DockerSettings, ServiceSettings
 from pytest_hwbench.services.state import Owner
 
 OWNER_LABEL = "hwbench.owner"
@@ -75,10 +76,11 @@ class DockerService(RunningService):
             self._follower.join(timeout=5)
 
 
-def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_id: str, log_dir: Path,
+def start_docker(kind: ServiceKind, *, name: str, settings: ServiceSettings, run_id: str, log_dir: Path,
                  state_dir: Path, source: str | None, host: str = "127.0.0.1") -> DockerService:
     """Start ``kind`` in a container and wait until it is healthy (see :func:`services.start_service`)."""
-    image = settings.get("image") or kind.image
+    own = settings.backend_as(DockerSettings)
+    image = own.image or kind.image
     if not image:
         raise HwbenchInputError(f"a {kind.name} service on the docker backend needs an image", file=source,
                                 field=f"services.{name}.image", fix="add image: <name:tag>")
@@ -86,36 +88,32 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
     from docker.errors import APIError, NotFound
     from docker.types import DeviceRequest
 
-    image_obj = ensure_image(client, image, settings.get("pull", "missing"), name=name, source=source)
+    image_obj = ensure_image(client, image, own.pull, name=name, source=source)
 
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    cport = int(settings.get("container_port") or kind.port)
+    cport = own.container_port or kind.port
     ctx = StartContext(name=name, kind=kind, backend="docker", settings=settings, host=host, port=cport,
                        ports=dict(kind.extra_ports), work_dir=log_dir, log_dir=log_dir, run_id=run_id,
                        source=source)
-    command: list[str] | None
-    if "command" in settings:
-        command = as_args(settings["command"], field=ctx.field("command"), source=source)
-    else:
-        command = kind.container_command(ctx)
-    extra_args = expand(as_args(settings.get("args"), field=ctx.field("args"), source=source), ctx)
+    command = list(own.command) if own.command is not None else kind.container_command(ctx)
+    extra_args = expand(own.args, ctx)
     if extra_args:
         command = [*(command or []), *extra_args]
-    env = {**kind.container_env(ctx), **as_env(settings.get("env"), field=ctx.field("env"), source=source)}
-    volumes = {**kind.container_volumes(ctx), **_volumes(settings.get("volumes"), ctx.field("volumes"), source)}
-    fixed = settings.get("port")
+    env = {**kind.container_env(ctx), **own.env}
+    volumes = {**kind.container_volumes(ctx), **_volumes(own.volumes, ctx.field("volumes"), source)}
+    fixed = own.port
     ports: dict[str, Any] = {f"{cport}/tcp": (host, fixed) if fixed else (host, None)}
     for extra_cport in kind.extra_ports.values():
         ports[f"{extra_cport}/tcp"] = (host, None)
-    gpus = settings.get("gpus", kind.default_gpus)
+    gpus = own.gpus if own.gpus is not None else kind.default_gpus
     device_requests = _device_requests(gpus, DeviceRequest, ctx.field("gpus"), source)
     owner = Owner.current()
     labels = {RUN_LABEL: run_id, OWNER_LABEL: owner.label(), SERVICE_LABEL: name, KIND_LABEL: kind.name}
     cname = "hwbench-" + re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{run_id}-{name}")[:80] + "-" + uuid.uuid4().hex[:6]
-    probe: Probe = (probe_from_setting(settings["health"], field=ctx.field("health"), source=source)
-                    if "health" in settings else kind.probe(ctx))
-    timeout = float(settings.get("startup_timeout") or kind.startup_timeout)
+    probe: Probe = (probe_from_setting(own.health, field=ctx.field("health"), source=source)
+                    if own.health is not None else kind.probe(ctx))
+    timeout = own.startup_timeout or kind.startup_timeout
 
     container = None
     follower = None
@@ -124,8 +122,8 @@ def start_docker(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_
         create_kw: dict[str, Any] = dict(command=command, detach=True, ports=ports, environment=env,
                                          volumes=volumes or None, labels=labels, name=cname,
                                          device_requests=device_requests or None)
-        if settings.get("shm_size"):
-            create_kw["shm_size"] = str(settings["shm_size"])
+        if own.shm_size:
+            create_kw["shm_size"] = own.shm_size
         try:
             container = client.containers.create(image, **create_kw)
             container.start()

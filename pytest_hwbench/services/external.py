@@ -16,6 +16,7 @@ from pytest_hwbench.services.base import Endpoint, ServiceStartError, StartConte
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import PROBLEM_FIX, Problem, State, probe_from_setting
 from pytest_hwbench.services.running import RunningService
+from pytest_hwbench.services.service_settings import ExternalSettings, ServiceSettings
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432}
 
@@ -27,10 +28,11 @@ class ExternalService(RunningService):
         return ""  # not ours: its logs live wherever it runs
 
 
-def start_external(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_id: str, log_dir: Path,
+def start_external(kind: ServiceKind, *, name: str, settings: ServiceSettings, run_id: str, log_dir: Path,
                    state_dir: Path, source: str | None, host: str = "127.0.0.1") -> ExternalService:
-    """Check that ``settings['url']`` answers the kind's health probe; return a handle that stops nothing."""
-    url = str(settings.get("url") or "")
+    """Check that the recipe's ``url`` answers the kind's health probe; return a handle that stops nothing."""
+    own = settings.backend_as(ExternalSettings)
+    url = own.url
     parts = urlsplit(url)
     if not parts.scheme or not parts.hostname:
         raise HwbenchInputError(f"url {url!r} is not an absolute URL", file=source, field=f"services.{name}.url",
@@ -40,15 +42,12 @@ def start_external(kind: ServiceKind, *, name: str, settings: dict[str, Any], ru
     except ValueError as err:
         raise HwbenchInputError(f"url {url!r}: {err}", file=source, field=f"services.{name}.url",
                                 fix="write url: http://host:port") from None
-    extra = settings.get("extra") or {}
-    if not isinstance(extra, dict):
-        raise HwbenchInputError("extra must be a mapping", file=source, field=f"services.{name}.extra",
-                                fix="write extra: {key: value}")
+    extra = own.extra
     ctx = StartContext(name=name, kind=kind, backend="external", settings=settings, host=parts.hostname,
                        port=port, ports={}, work_dir=log_dir, log_dir=log_dir, run_id=run_id, source=source)
-    probe = (probe_from_setting(settings["health"], field=ctx.field("health"), source=source)
-             if "health" in settings else kind.probe(ctx))
-    timeout = float(settings.get("startup_timeout") or 30.0)
+    probe = (probe_from_setting(own.health, field=ctx.field("health"), source=source)
+             if own.health is not None else kind.probe(ctx))
+    timeout = own.startup_timeout or kind.startup_timeout
     t0 = now_s()
     while True:
         result = probe.check(parts.hostname, port, timeout=min(5.0, timeout))

@@ -22,6 +22,7 @@ from pytest_hwbench.recipe.model import BACKENDS, ServiceSpec
 from pytest_hwbench.services.catalog import get_kind
 from pytest_hwbench.services.reaper import ReapReport, reap_leftovers
 from pytest_hwbench.services.running import RunningService
+from pytest_hwbench.services.service_settings import BACKEND_SETTINGS
 from pytest_hwbench.services.state import default_state_dir
 
 
@@ -43,8 +44,14 @@ def start_service(spec: ServiceSpec, *, run_id: str, log_dir: str | Path, state_
     if spec.backend not in BACKENDS:
         raise HwbenchInputError(f"{spec.backend!r} is not one of {', '.join(BACKENDS)}", file=source,
                                 field=f"services.{spec.name}.backend", fix="write backend: docker")
-    settings = dict(spec.settings)
-    kind.validate(spec.name, spec.backend, settings, source)
+    # The records the recipe check built at load; a spec built in code is checked (same declaration) now.
+    config = spec.config
+    if config is not None and isinstance(config.backend, BACKEND_SETTINGS[spec.backend]) \
+            and isinstance(config.own, kind.Settings):
+        kind.check_required(spec.name, spec.backend, spec.settings, source)
+        settings = config
+    else:
+        settings = kind.validate(spec.name, spec.backend, spec.settings, source)
     kw: dict[str, Any] = dict(name=spec.name, settings=settings, run_id=run_id, log_dir=Path(log_dir),
                               state_dir=Path(state_dir) if state_dir else default_state_dir(), source=source,
                               host=host)

@@ -31,9 +31,10 @@ from pytest_hwbench.services.base import (
     now_s,
     restore_default_signals,
 )
-from pytest_hwbench.services.catalog.kind import ServiceKind, as_args, as_env, expand
+from pytest_hwbench.services.catalog.kind import ServiceKind, expand
 from pytest_hwbench.services.probes import Probe
 from pytest_hwbench.services.running import RunningService, wait_ready
+from pytest_hwbench.services.service_settings import ProcessSettings, ServiceSettings
 from pytest_hwbench.services.state import (
     Owner,
     PortRegistry,
@@ -98,25 +99,23 @@ class ProcessService(RunningService):
         _cleanup(self._registry, self._ports, self._work_dir, self.pid_file)
 
 
-def start_process(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_id: str, log_dir: Path,
+def start_process(kind: ServiceKind, *, name: str, settings: ServiceSettings, run_id: str, log_dir: Path,
                   state_dir: Path, source: str | None, host: str = "127.0.0.1") -> ProcessService:
     """Start ``kind`` as a local process and wait until it is healthy (see :func:`services.start_service`)."""
-    binary = kind.find_binary(settings.get("binary"))
+    own = settings.backend_as(ProcessSettings)
+    binary = kind.find_binary(own.binary)
     if binary is None:
-        wanted = settings.get("binary") or kind.binary
+        wanted = own.binary or kind.binary
         raise ServiceUnavailable(
             f"service {name!r}: the {kind.name} binary {wanted!r} was not found "
             f"({'not an executable file' if wanted and os.sep in str(wanted) else 'not on PATH'}); "
             f"{kind.install_hint or 'install it'}, or set services.{name}.binary to its path")
-    fixed_port = settings.get("port")
-    if fixed_port is not None and not isinstance(fixed_port, int):
-        raise HwbenchInputError(f"port must be an integer, got {fixed_port!r}", file=source,
-                                field=f"services.{name}.port", fix="write port: 8080, or leave it out")
+    fixed_port = own.port
     if fixed_port is not None and not port_is_free(fixed_port, host):
         raise ServiceStartError(name, f"port {fixed_port} on {host} is already in use",
                                 hint="the port is already in use: stop whatever holds it, or drop the fixed "
                                      "'port' setting so a free port is chosen")
-    run_as = _run_as(kind, settings, source, name)
+    run_as = _run_as(kind, own.run_as, source, name)
     registry = PortRegistry(state_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -137,7 +136,7 @@ def start_process(kind: ServiceKind, *, name: str, settings: dict[str, Any], run
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_id: str, log_dir: Path,
+def _start_once(kind: ServiceKind, *, name: str, settings: ServiceSettings, run_id: str, log_dir: Path,
                 log_path: Path, state_dir: Path, source: str | None, host: str, binary: str,
                 fixed_port: int | None, run_as: pwd.struct_passwd | None,
                 registry: PortRegistry) -> ProcessService:
@@ -158,18 +157,18 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         ctx = StartContext(name=name, kind=kind, backend="process", settings=settings, host=host, port=port,
                            ports=extra_ports, work_dir=work_dir, log_dir=log_dir, run_id=run_id, source=source,
                            run_as=run_as.pw_name if run_as else None)
-        argv = [binary, *kind.process_args(ctx, binary),
-                *expand(as_args(settings.get("args"), field=ctx.field("args"), source=source), ctx)]
+        common = settings.backend
+        argv = [binary, *kind.process_args(ctx, binary), *expand(common.args, ctx)]
         # The run id in the environment survives a server rewriting its process title (redis does), so a
         # process can be traced to its run even without its pid record (``ps e``, tests).
         env = {**os.environ, **kind.process_env(ctx),
-               **as_env(settings.get("env"), field=ctx.field("env"), source=source),
+               **common.env,
                ENV_RUN_ID: run_id, ENV_SERVICE: name}
         if run_as is not None:
             env.update(HOME=run_as.pw_dir, USER=run_as.pw_name, LOGNAME=run_as.pw_name)
         shown_argv = mask_argv(argv)  # what logs, pid records and reports get
-        probe = _probe(kind, ctx, settings, source)
-        timeout = float(settings.get("startup_timeout") or kind.startup_timeout)
+        probe = _probe(kind, ctx, source)
+        timeout = common.startup_timeout or kind.startup_timeout
 
         # `binary --version` for the manifest runs beside the health wait: some (mlflow, vllm) take seconds
         # to import, which must not count as start-up time.
@@ -229,18 +228,18 @@ def _start_once(kind: ServiceKind, *, name: str, settings: dict[str, Any], run_i
         raise
 
 
-def _probe(kind: ServiceKind, ctx: StartContext, settings: dict[str, Any], source: str | None) -> Probe:
+def _probe(kind: ServiceKind, ctx: StartContext, source: str | None) -> Probe:
     from pytest_hwbench.services.probes import probe_from_setting
 
-    if "health" in settings:
-        return probe_from_setting(settings["health"], field=ctx.field("health"), source=source)
+    health = ctx.settings.backend.health
+    if health is not None:
+        return probe_from_setting(health, field=ctx.field("health"), source=source)
     return kind.probe(ctx)
 
 
-def _run_as(kind: ServiceKind, settings: dict[str, Any], source: str | None,
+def _run_as(kind: ServiceKind, wanted: str | None, source: str | None,
             name: str) -> pwd.struct_passwd | None:
     """The user to drop to: only when we are root and the kind refuses root or ``run_as`` is set."""
-    wanted = settings.get("run_as")
     if os.geteuid() != 0 or (not wanted and not kind.non_root):
         return None
     for cand in ([wanted] if wanted else ["postgres", "nobody"]):

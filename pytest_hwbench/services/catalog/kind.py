@@ -12,41 +12,14 @@ import glob
 import os
 import shutil
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from pytest_hwbench.errors import HwbenchInputError
+from pytest_hwbench.recipe.specs import docs_of
 from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.probes import HttpProbe, Probe
-
-# Settings every kind accepts, per backend. Kind-specific ones are declared in ServiceKind.settings.
-COMMON_SETTINGS: dict[str, str] = {
-    "args": "extra command-line arguments appended to the kind's defaults ({host}, {port}, {work_dir} are filled in)",
-    "env": "extra environment variables (mapping)",
-    "health": "override the health check: none | tcp | {http: /path} | {tcp: true, send, expect} | {command: [...]}",
-    "startup_timeout": "seconds to wait for the health check to pass",
-}
-BACKEND_SETTINGS: dict[str, dict[str, str]] = {
-    "process": {
-        "binary": "executable name on PATH or an absolute path",
-        "port": "fixed port to listen on (default: a free port is reserved)",
-        "run_as": "OS user to run as (root only; some servers refuse to run as root)",
-    },
-    "docker": {
-        "image": "container image (must exist locally or be pullable)",
-        "command": "full container command, replacing the kind's default",
-        "container_port": "port the server listens on inside the container (default: the kind's port)",
-        "port": "fixed host port to publish on 127.0.0.1 (default: Docker picks one)",
-        "volumes": "host_path: container_path[:ro] mapping, or a list of 'host:container[:mode]'",
-        "gpus": "'all', a count, or a list of device ids (NVIDIA device requests)",
-        "pull": "missing (default) | never | always",
-        "shm_size": "shared memory size, e.g. 8g",
-    },
-    "external": {
-        "url": "the running service's URL (required)",
-        "extra": "extra endpoint fields handed to tests (mapping)",
-    },
-}
+from pytest_hwbench.services.service_settings import BACKEND_SETTINGS, NoSettings, ServiceSettings
 
 
 class ServiceKind:
@@ -65,7 +38,8 @@ class ServiceKind:
     scheme: ClassVar[str] = "http"
     install_hint: ClassVar[str] = ""
     """How to get the binary, named in the skip when it is missing (e.g. the project's build script)."""
-    settings: ClassVar[dict[str, str]] = {}
+    Settings: ClassVar[type] = NoSettings
+    """The kind's own settings: a frozen dataclass of ``setting(...)`` fields (``services.service_settings``)."""
     required: ClassVar[dict[str, tuple[str, ...]]] = {}
     """Settings that must be given, per backend ('docker', 'process', 'external')."""
     startup_timeout: ClassVar[float] = 60.0
@@ -78,26 +52,36 @@ class ServiceKind:
 
     # -- settings ---------------------------------------------------------------------------------------
     def known_settings(self, backend: str) -> dict[str, str]:
-        return {**COMMON_SETTINGS, **BACKEND_SETTINGS.get(backend, {}), **self.settings}
+        """Setting -> help line, for listings and messages: the backend's declarations, then the kind's."""
+        return {**docs_of(BACKEND_SETTINGS[backend]), **docs_of(self.Settings)}
 
-    def validate(self, name: str, backend: str, settings: Mapping[str, Any], source: str | None = None) -> None:
+    def validate(self, name: str, backend: str, settings: Mapping[str, Any],
+                 source: str | None = None) -> ServiceSettings:
         """Check a service's settings with the recipe's own declaration of a service entry
-        (``recipe.schema.SERVICE``: unknown keys with "did you mean", types, ports), so a ``ServiceSpec`` built
-        in code meets the same rules as a loaded recipe; plus, at start, a required setting left empty
-        (``${VAR:-}`` passes the load: the recipe is fine, this machine lacks the value)."""
-        from pytest_hwbench.recipe.schema import SERVICE
+        (``recipe.entries.SERVICE``: unknown keys with "did you mean", types, ports) and return the typed
+        records, so a ``ServiceSpec`` built in code meets the same rules as a loaded recipe; plus, at start, a
+        required setting left empty (``${VAR:-}`` passes the load: the recipe is fine, this machine lacks the
+        value)."""
+        from pytest_hwbench.recipe.entries import SERVICE, CheckedService
         from pytest_hwbench.recipe.specs import Issue, RecipeError
 
+        self.check_required(name, backend, settings, source)
+        issues: list[Issue] = []
+        checked = SERVICE.check({**settings, "kind": self.name, "backend": backend}, f"services.{name}", issues)
+        if issues or not isinstance(checked, CheckedService):
+            raise RecipeError(issues or [Issue(f"services.{name}", "invalid settings")], file=source)
+        config: ServiceSettings = checked.config
+        return config
+
+    def check_required(self, name: str, backend: str, settings: Mapping[str, Any],
+                       source: str | None = None) -> None:
+        """At start: a required setting given empty (``${VAR:-}``) is bad input naming the field."""
         known = self.known_settings(backend)
         for key in self.required.get(backend, ()):
             if settings.get(key) in (None, ""):
                 raise HwbenchInputError(
                     f"a {self.name} service on the {backend} backend needs {key!r}", file=source,
                     field=f"services.{name}.{key}", fix=f"add {key}: <{known.get(key, 'value')}>")
-        issues: list[Issue] = []
-        SERVICE.check({**settings, "kind": self.name, "backend": backend}, f"services.{name}", issues)
-        if issues:
-            raise RecipeError(issues, file=source)
 
     # -- process backend --------------------------------------------------------------------------------
     def find_binary(self, configured: str | None) -> str | None:
@@ -166,19 +150,7 @@ class ServiceKind:
         return f"{self.name}: {self.summary} ({', '.join(bits)})"
 
 
-def as_args(value: Any, *, field: str, source: str | None) -> list[str]:
-    """A recipe ``args`` value as argv strings (a list, or one string split on whitespace)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return value.split()
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value]
-    raise HwbenchInputError(f"expected a list of arguments, got {type(value).__name__}", file=source,
-                            field=field, fix='write args: ["--flag", "value"]')
-
-
-def expand(args: list[str], ctx: StartContext) -> list[str]:
+def expand(args: Iterable[str], ctx: StartContext) -> list[str]:
     """Fill ``{host}``, ``{port}``, ``{work_dir}`` and ``{<name>_port}`` (extra ports) into recipe arguments."""
     values = {"host": ctx.host, "port": str(ctx.port), "work_dir": str(ctx.work_dir),
               **{f"{k}_port": str(v) for k, v in ctx.ports.items()}}
@@ -188,12 +160,3 @@ def expand(args: list[str], ctx: StartContext) -> list[str]:
             arg = arg.replace("{" + key + "}", value)
         out.append(arg)
     return out
-
-
-def as_env(value: Any, *, field: str, source: str | None) -> dict[str, str]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k): "" if v is None else str(v) for k, v in value.items()}
-    raise HwbenchInputError(f"expected a mapping, got {type(value).__name__}", file=source, field=field,
-                            fix="write env: {NAME: value}")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+from pytest_hwbench.recipe.specs import MapOf, Scalar, Str, setting
 from pytest_hwbench.services.base import (
     Endpoint,
     ServiceStartError,
@@ -24,6 +26,17 @@ from pytest_hwbench.services.base import (
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import CallableProbe, CommandProbe, Probe, ProbeResult, State
+from pytest_hwbench.services.service_settings import opt_text, text
+
+
+@dataclass(frozen=True)
+class PostgresServerSettings:
+    user: str = setting("postgres", Str(nonempty=True), doc="database user (default postgres)")
+    password: str | None = setting(None, opt_text(), convert=text, secret=True,
+                                   doc="password (default: none, trust auth on 127.0.0.1)")
+    database: str = setting("postgres", Str(nonempty=True), doc="database to create and connect to (default postgres)")
+    conf: dict[str, Any] = setting({}, MapOf(Scalar(), what="a mapping of server setting to value"),
+                                   doc="server settings passed as -c name=value (mapping), e.g. {shared_buffers: 1GB}")
 
 
 @register
@@ -38,17 +51,11 @@ class Postgres(ServiceKind):
     startup_timeout = 60.0
     non_root = True
     stop_signal = signal.SIGINT  # "fast shutdown": SIGTERM waits for clients to disconnect
-    settings: ClassVar[dict[str, str]] = {
-        "user": "database user (default postgres)",
-        "password": "password (default: none, trust auth on 127.0.0.1)",
-        "database": "database to create and connect to (default postgres)",
-        "conf": "server settings passed as -c name=value (mapping), e.g. {shared_buffers: 1GB}",
-    }
+    Settings = PostgresServerSettings
 
     def _db(self, ctx: StartContext) -> tuple[str, str | None, str]:
-        s = ctx.settings
-        return str(s.get("user") or "postgres"), (str(s["password"]) if s.get("password") else None), \
-            str(s.get("database") or "postgres")
+        s = ctx.settings.own_as(PostgresServerSettings)
+        return s.user, s.password or None, s.database
 
     def prepare_process(self, ctx: StartContext, binary: str) -> None:
         user, password, _ = self._db(ctx)
@@ -92,7 +99,7 @@ class Postgres(ServiceKind):
     def process_args(self, ctx: StartContext, binary: str) -> list[str]:
         args = ["-D", str(ctx.work_dir / "data"), "-p", str(ctx.port), "-k", str(ctx.work_dir / "sock"),
                 "-c", f"listen_addresses={ctx.host}"]
-        for key, value in (ctx.settings.get("conf") or {}).items():
+        for key, value in ctx.settings.own_as(PostgresServerSettings).conf.items():
             args += ["-c", f"{key}={value}"]
         return args
 
@@ -106,7 +113,7 @@ class Postgres(ServiceKind):
         return env
 
     def container_command(self, ctx: StartContext) -> list[str] | None:
-        conf = ctx.settings.get("conf") or {}
+        conf = ctx.settings.own_as(PostgresServerSettings).conf
         if not conf:
             return None
         return ["postgres", *[a for k, v in conf.items() for a in ("-c", f"{k}={v}")]]

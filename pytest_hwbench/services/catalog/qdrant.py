@@ -7,12 +7,20 @@ the service's scratch dir), ``docker`` (``qdrant/qdrant``), or ``external`` — 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
+from pytest_hwbench.recipe.specs import setting
 from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import HttpProbe, Probe
+from pytest_hwbench.services.service_settings import opt_str
+
+
+@dataclass(frozen=True)
+class QdrantSettings:
+    api_key: str | None = setting(None, opt_str(), secret=True, doc="API key (keep it in ${ENV})")
 
 
 @register
@@ -24,7 +32,7 @@ class Qdrant(ServiceKind):
     image = "qdrant/qdrant:latest"
     binary = "qdrant"
     startup_timeout = 60.0
-    settings: ClassVar[dict[str, str]] = {"api_key": "API key (keep it in ${ENV})"}
+    Settings = QdrantSettings
 
     def process_env(self, ctx: StartContext) -> dict[str, str]:
         env = {"QDRANT__SERVICE__HOST": ctx.host, "QDRANT__SERVICE__HTTP_PORT": str(ctx.port),
@@ -36,8 +44,9 @@ class Qdrant(ServiceKind):
 
     def container_env(self, ctx: StartContext) -> dict[str, str]:
         env = {"QDRANT__TELEMETRY_DISABLED": "true"}
-        if ctx.settings.get("api_key"):
-            env["QDRANT__SERVICE__API_KEY"] = str(ctx.settings["api_key"])
+        api_key = ctx.settings.own_as(QdrantSettings).api_key
+        if api_key:
+            env["QDRANT__SERVICE__API_KEY"] = api_key
         return env
 
     def probe(self, ctx: StartContext) -> Probe:
@@ -46,6 +55,7 @@ class Qdrant(ServiceKind):
     def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
         ep = super().endpoint(ctx, host, port, ports)
         extra = dict(ep.extra)
-        if ctx.settings.get("api_key"):
-            extra["api_key"] = str(ctx.settings["api_key"])
+        api_key = ctx.settings.own_as(QdrantSettings).api_key
+        if api_key:
+            extra["api_key"] = api_key
         return Endpoint(host=host, port=port, url=ep.url, extra=extra, name=ctx.name, kind=self.name)

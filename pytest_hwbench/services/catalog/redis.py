@@ -6,14 +6,23 @@ and measure the disk, not Redis; a recipe that wants them passes ``args``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
+from pytest_hwbench.recipe.specs import setting
 from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import Probe, TcpProbe
+from pytest_hwbench.services.service_settings import opt_int, opt_text, text
 
 NO_PERSISTENCE = ["--save", "", "--appendonly", "no"]
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    maxmemory: str | None = setting(None, opt_text(), convert=text, doc="memory limit, e.g. 1gb (default: none)")
+    io_threads: int | None = setting(None, opt_int(1, 128), doc="io-threads (default 1)")
 
 
 @register
@@ -25,15 +34,15 @@ class Redis(ServiceKind):
     binary = "redis-server"
     scheme = "redis"
     startup_timeout = 30.0
-    settings: ClassVar[dict[str, str]] = {"maxmemory": "memory limit, e.g. 1gb (default: none)",
-                "io_threads": "io-threads (default 1)"}
+    Settings = RedisSettings
 
     def _tuning(self, ctx: StartContext) -> list[str]:
         args: list[str] = []
-        if ctx.settings.get("maxmemory"):
-            args += ["--maxmemory", str(ctx.settings["maxmemory"])]
-        if ctx.settings.get("io_threads"):
-            args += ["--io-threads", str(ctx.settings["io_threads"])]
+        s = ctx.settings.own_as(RedisSettings)
+        if s.maxmemory:
+            args += ["--maxmemory", s.maxmemory]
+        if s.io_threads:
+            args += ["--io-threads", str(s.io_threads)]
         return args
 
     def process_args(self, ctx: StartContext, binary: str) -> list[str]:

@@ -15,13 +15,16 @@ credentials unless its IAM enforcement is switched on (``env: {INITIAL_NO_AUTH_A
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
 
+from pytest_hwbench.recipe.specs import Str, setting
 from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import HttpProbe, Probe
+from pytest_hwbench.services.service_settings import ExternalSettings, ProcessSettings, opt_str
 
 DEFAULT_KEY, DEFAULT_SECRET = "hwbench", "hwbench-secret"
 MOTO_NOTE = "moto server mode: a stand-in for MinIO that measures the S3 client path, not storage"
@@ -30,6 +33,19 @@ MOTO_NOTE = "moto server mode: a stand-in for MinIO that measures the S3 client 
 def is_moto(binary: str | None) -> bool:
     """Whether the configured/found binary is moto's server (``moto_server``), not MinIO."""
     return bool(binary) and os.path.basename(str(binary)).startswith("moto")
+
+
+@dataclass(frozen=True)
+class S3ServerSettings:
+    access_key: str = setting(DEFAULT_KEY, Str(nonempty=True), secret=True,
+                              doc=f"access key (default {DEFAULT_KEY}; keep it in ${{ENV}})")
+    secret_key: str = setting(DEFAULT_SECRET, Str(nonempty=True), secret=True,
+                              doc="secret key (keep it in ${ENV})")
+    region: str = setting("us-east-1", Str(nonempty=True), doc="region (default us-east-1)")
+    bucket: str | None = setting(None, opt_str(), doc=(
+        "bucket the workload uses (default: its own hwbench-<run>, created and deleted by it)"))
+    data_dir: str | None = setting(None, opt_str(),
+                                   doc="host directory for MinIO's data (default: the service's scratch dir)")
 
 
 @register
@@ -41,17 +57,11 @@ class S3(ServiceKind):
     image = "minio/minio:latest"
     binary = "minio"
     startup_timeout = 60.0
-    settings: ClassVar[dict[str, str]] = {
-        "access_key": f"access key (default {DEFAULT_KEY}; keep it in ${{ENV}})",
-        "secret_key": "secret key (keep it in ${ENV})",
-        "region": "region (default us-east-1)",
-        "bucket": "bucket the workload uses (default: its own hwbench-<run>, created and deleted by it)",
-        "data_dir": "host directory for MinIO's data (default: the service's scratch dir)",
-    }
+    Settings = S3ServerSettings
 
     def _keys(self, ctx: StartContext) -> tuple[str, str]:
-        return (str(ctx.settings.get("access_key") or DEFAULT_KEY),
-                str(ctx.settings.get("secret_key") or DEFAULT_SECRET))
+        s = ctx.settings.own_as(S3ServerSettings)
+        return s.access_key, s.secret_key
 
     def process_args(self, ctx: StartContext, binary: str) -> list[str]:
         if is_moto(binary):
@@ -63,7 +73,7 @@ class S3(ServiceKind):
                 ctx.info["server_version"] = None
             return ["-H", ctx.host, "-p", str(ctx.port)]
         ctx.info["server"] = "minio"
-        data = str(ctx.settings.get("data_dir") or ctx.work_dir / "data")
+        data = ctx.settings.own_as(S3ServerSettings).data_dir or str(ctx.work_dir / "data")
         return ["server", data, "--address", f"{ctx.host}:{ctx.port}",
                 "--console-address", f"{ctx.host}:{ctx.ports['console']}"]
 
@@ -78,8 +88,9 @@ class S3(ServiceKind):
         return ["server", "/data", "--address", f":{self.port}", "--console-address", ":9001"]
 
     def container_volumes(self, ctx: StartContext) -> dict[str, dict[str, str]]:
-        if ctx.settings.get("data_dir"):
-            return {str(ctx.settings["data_dir"]): {"bind": "/data", "mode": "rw"}}
+        data_dir = ctx.settings.own_as(S3ServerSettings).data_dir
+        if data_dir:
+            return {data_dir: {"bind": "/data", "mode": "rw"}}
         return {}
 
     def probe(self, ctx: StartContext) -> Probe:
@@ -87,7 +98,8 @@ class S3(ServiceKind):
             # Any S3 endpoint (AWS, RGW) answers an anonymous ListBuckets with 403 AccessDenied (or 200):
             # that proves an S3 server is there; MinIO's health path does not exist elsewhere.
             return HttpProbe(paths=("/",), ok_status=(200, 403))
-        if ctx.backend == "process" and is_moto(self.find_binary(ctx.settings.get("binary"))):
+        backend = ctx.settings.backend
+        if isinstance(backend, ProcessSettings) and is_moto(self.find_binary(backend.binary)):
             # moto's own API: answers once the Flask app serves S3, and does not count as an S3 action
             # (so it does not use up INITIAL_NO_AUTH_ACTION_COUNT when IAM enforcement is on).
             return HttpProbe(paths=("/moto-api/",))
@@ -95,14 +107,16 @@ class S3(ServiceKind):
 
     def endpoint(self, ctx: StartContext, host: str, port: int, ports: dict[str, int]) -> Endpoint:
         key, secret = self._keys(ctx)
+        s = ctx.settings.own_as(S3ServerSettings)
         extra: dict[str, Any] = {"endpoint_url": f"http://{host}:{port}", "access_key": key, "secret_key": secret,
-                                 "region": str(ctx.settings.get("region") or "us-east-1"),
+                                 "region": s.region,
                                  "server": ctx.info.get("server", "external" if ctx.backend == "external"
                                                         else "minio")}
-        if ctx.settings.get("bucket"):
-            extra["bucket"] = str(ctx.settings["bucket"])
+        if s.bucket:
+            extra["bucket"] = s.bucket
         url = f"http://{host}:{port}"
-        if ctx.backend == "external" and ctx.settings.get("url"):
-            url = str(ctx.settings["url"]).rstrip("/")
+        backend = ctx.settings.backend
+        if isinstance(backend, ExternalSettings) and backend.url:
+            url = backend.url.rstrip("/")
             extra["endpoint_url"] = url
         return Endpoint(host=host, port=port, url=url, extra=extra, name=ctx.name, kind=self.name)

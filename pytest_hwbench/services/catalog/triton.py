@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from pytest_hwbench.recipe.specs import setting
 from pytest_hwbench.services.base import Endpoint, StartContext
 from pytest_hwbench.services.catalog import register
 from pytest_hwbench.services.catalog.kind import ServiceKind
 from pytest_hwbench.services.probes import HttpProbe, Probe
+from pytest_hwbench.services.service_settings import opt_str
 
 CONTAINER_REPO = "/models"
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    model_repository: str | None = setting(None, opt_str(), doc="path of the model repository (required)")
 
 
 @register
@@ -26,18 +34,22 @@ class Triton(ServiceKind):
     default_gpus = "all"
     required: ClassVar[dict[str, tuple[str, ...]]] = {"process": ("model_repository",),
                                                       "docker": ("model_repository",)}
-    settings: ClassVar[dict[str, str]] = {"model_repository": "path of the model repository (required)"}
+    Settings = TritonSettings
 
     def process_args(self, ctx: StartContext, binary: str) -> list[str]:
-        return [f"--model-repository={Path(str(ctx.settings['model_repository'])).expanduser()}",
+        return [f"--model-repository={self._repo(ctx)}",
                 f"--http-address={ctx.host}", f"--http-port={ctx.port}", f"--grpc-address={ctx.host}",
                 f"--grpc-port={ctx.ports['grpc']}", f"--metrics-port={ctx.ports['metrics']}"]
+
+    @staticmethod
+    def _repo(ctx: StartContext) -> Path:
+        return Path(str(ctx.settings.own_as(TritonSettings).model_repository)).expanduser()
 
     def container_command(self, ctx: StartContext) -> list[str]:
         return ["tritonserver", f"--model-repository={CONTAINER_REPO}"]
 
     def container_volumes(self, ctx: StartContext) -> dict[str, dict[str, str]]:
-        repo = Path(str(ctx.settings["model_repository"])).expanduser().resolve()
+        repo = self._repo(ctx).resolve()
         return {str(repo): {"bind": CONTAINER_REPO, "mode": "ro"}}
 
     def probe(self, ctx: StartContext) -> Probe:
