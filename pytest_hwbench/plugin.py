@@ -13,6 +13,7 @@ Flow of one test that requests the ``hwbench`` fixture:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import time
