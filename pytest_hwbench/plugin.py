@@ -30,6 +30,7 @@ from pytest_hwbench.outcomes import (
     DEATH_KEY,
     error_payload,
     mark_error_verdict,
+    reason_of,
     reword,
     service_death,
     take_death_notes,
@@ -372,6 +373,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.outcome = "failed"
             report.longrepr = death if report.longrepr is None else f"{death}\n{report.longrepr}"
             mark_error_verdict(item, report)
+        elif report.failed and payload.get("verdict") == "ERROR":  # crashed after some trials: say why
+            payload["failures"] = [f"error in the test body after {payload.get('trials', 0)} trial(s): "
+                                   f"{reason_of(report)}", *payload.get("failures", [])]
+            payload["error_phase"] = "call"
     else:
         if (call.when == "teardown" and report.failed and call.excinfo is not None and session is not None
                 and touches_services(item)):  # one paragraph, not a traceback

@@ -325,3 +325,24 @@ def test_error_payload_reason_is_the_message(tmp_path: Path) -> None:
         longrepr = "E   ValueError: bad\nE   second line"
 
     assert reason_of(Report()) == "ValueError: bad\nsecond line"  # type: ignore[arg-type]
+
+
+def test_a_test_that_crashes_after_some_trials_is_an_error_with_its_reason(pytester: pytest.Pytester) -> None:
+    """Two trials recorded, the third raises: the partial measurements are kept and the ERROR says why."""
+    pytester.makefile(".yaml", r="version: 1\nrepetitions: 3\nwarmup: 0\n")
+    pytester.makepyfile(test_crash="""
+        import pytest
+        calls = []
+
+        @pytest.mark.hwbench
+        def test_crash(hwbench):
+            calls.append(1)
+            if len(calls) == 3:
+                pytest.fail("the tool's two readings disagree", pytrace=False)
+            hwbench.record("x", 1.0)
+        """)
+    res = pytester.runpytest_subprocess("--recipe", "r.yaml", NO_MLFLOW, "-p", "no:cacheprovider")
+    res.assert_outcomes(failed=1)
+    (test,) = _results(pytester).values()
+    assert test["verdict"] == "ERROR" and test["trials"] == 2, test
+    assert test["failures"][0] == "error in the test body after 2 trial(s): the tool's two readings disagree"

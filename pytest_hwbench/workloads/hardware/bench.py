@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,24 +73,52 @@ def stream_trial(hwbench: Any, threads: Any) -> stream.StreamResult:
     note_run(hwbench, run, threads=res.threads, array_mib=elements * 8 / 2**20, parsed=vars(res))
     if likwid is not None:
         lversion = _cached_version(hwbench, "likwid", stream.likwid_version, likwid)
-        checks = {}
+        checks: dict[str, dict[str, Any]] = {}
         for kernel in stream.LIKWID_TESTS:
-            lrun = run_tool("likwid-bench", stream.likwid_argv(likwid, kernel=kernel, elements=elements, threads=n,
-                                                               iterations=hw.stream_ntimes),
-                            timeout=hw.timeout_s, version=lversion)
-            lres = stream.parse_likwid(lrun.stdout + lrun.stderr)
-            hwbench.record(f"likwid_{kernel}_gb_s", lres.mb_s / 1000.0, unit="GB/s")
-            ratio = res.best_mb_s[kernel] / lres.mb_s
-            checks[kernel] = {"stream_mb_s": res.best_mb_s[kernel], "likwid_mb_s": lres.mb_s, "ratio": ratio}
-            note_run(hwbench, lrun, threads=lres.threads)
-            if not 1 / CROSS_CHECK_FACTOR <= ratio <= CROSS_CHECK_FACTOR:
-                pytest.fail(f"STREAM {kernel} {res.best_mb_s[kernel]:.0f} MB/s and likwid-bench "
-                             f"{lres.mb_s:.0f} MB/s differ by more than {CROSS_CHECK_FACTOR:g}x on the same "
-                             f"{elements * 8 / 2**20:.0f} MiB arrays and {n} threads: one is not measuring memory "
-                             "(set hardware.stream_array_mib larger, or hardware.stream_cross_check: false)",
-                             pytrace=False)
+            def likwid_mb_s(kernel: str = kernel) -> float:
+                lrun = run_tool("likwid-bench", stream.likwid_argv(likwid, kernel=kernel, elements=elements,
+                                                                   threads=n, iterations=hw.stream_ntimes),
+                                timeout=hw.timeout_s, version=lversion)
+                lres = stream.parse_likwid(lrun.stdout + lrun.stderr)
+                note_run(hwbench, lrun, threads=lres.threads)
+                return lres.mb_s
+
+            ours, theirs = res.best_mb_s[kernel], likwid_mb_s()
+            hwbench.record(f"likwid_{kernel}_gb_s", theirs / 1000.0, unit="GB/s")
+            check: dict[str, Any] = {"stream_mb_s": ours, "likwid_mb_s": theirs, "ratio": ours / theirs}
+            if not _agree(ours, theirs):
+                # One more reading of each, best kept (STREAM's own rule): with threads=max on a shared
+                # machine one descheduled OpenMP thread can hold a whole iteration of either tool back.
+                again = stream.parse_stream(run_tool("stream", stream.stream_argv(binary, elements=elements,
+                                                                                  ntimes=hw.stream_ntimes),
+                                                     timeout=hw.timeout_s, version=version, env=env).stdout)
+                ours, theirs = max(ours, again.best_mb_s[kernel]), max(theirs, likwid_mb_s())
+                check.update(stream_mb_s=ours, likwid_mb_s=theirs, ratio=ours / theirs, reread=True)
+            checks[kernel] = check
+            if not _agree(ours, theirs):
+                text = (f"STREAM {kernel} {ours:.0f} MB/s and likwid-bench {theirs:.0f} MB/s differ by more "
+                        f"than {CROSS_CHECK_FACTOR:g}x on the same {elements * 8 / 2**20:.0f} MiB arrays and "
+                        f"{n} threads")
+                busy = _busy_machine()
+                if busy:  # not evidence either way: said, not failed
+                    check["not_judged"] = f"{text}, on a busy machine ({busy})"
+                    warnings.warn(f"{check['not_judged']}: the cross-check is not judged", stacklevel=2)
+                    continue
+                pytest.fail(f"{text}: one is not measuring memory (set hardware.stream_array_mib larger, or "
+                            "hardware.stream_cross_check: false)", pytrace=False)
         hwbench.extra["stream_cross_check"] = checks
     return res
+
+
+def _agree(a: float, b: float) -> bool:
+    return b > 0 and 1 / CROSS_CHECK_FACTOR <= a / b <= CROSS_CHECK_FACTOR
+
+
+def _busy_machine() -> str | None:
+    """The 1-minute load average when it exceeds the CPUs this process may use (else None)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return f"load average {load:.1f} on {cpus} CPUs" if load > cpus else None
 
 
 def fio_trial(hwbench: Any, job: str, scratch_dir: Path) -> fio.FioResult:
