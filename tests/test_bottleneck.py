@@ -198,25 +198,28 @@ def test_memory_growing_server_is_memory_pressure(pytester: pytest.Pytester) -> 
 
 
 SLOW_CLIENT = '''
+import hashlib
 import time
 import urllib.request
 
 import pytest
 
+BLOCK = bytes(4 << 20)
+
 
 @pytest.mark.hwbench(service="llm")
 def test_slow_client(hwbench, hwbench_endpoint):
-    """Deliberately slow client: 500 ms of its own work per request (the server answers in about 1 ms), so
-    it, not the server, sets the rate. Five 100 ms sampling ticks per request: on a loaded machine the wait
-    for the server's answer can take tens of milliseconds, but it falls in at most one or two of them, and
-    the rule reads the median tick."""
+    """Deliberately slow client: 500 ms of its own CPU work per request (the server answers in about 1 ms),
+    so it, not the server, sets the rate. The work is hashing, which runs outside the interpreter lock: a
+    pure-Python spin in the test's own thread competes for that lock with the sampling thread, and its demand
+    can read low (docs/resources.md). Five 100 ms ticks per request: the wait for an answer falls in one."""
     url = hwbench_endpoint.url + "/health"
     sent, end = 0, time.perf_counter() + 2.0
     while time.perf_counter() < end:
         urllib.request.urlopen(url, timeout=5).read()
         spin = time.perf_counter() + 0.5
         while time.perf_counter() < spin:
-            pass
+            hashlib.sha256(BLOCK).digest()
         sent += 1
     hwbench.record("req_s", sent / 2.0, unit="req/s")
 '''

@@ -14,11 +14,7 @@ from tests.service_helpers import need_binary, our_processes, run_child
 
 NO_MLFLOW = "--no-hwbench-mlflow"
 
-KILLER = """
-import os, signal, time
-import psutil
-import pytest
-
+KILL_AND_WAIT = """
 def kill_and_wait(port):
     # SIGKILL the server on the port; wait until it has exited (zombie or gone), however loaded the machine
     pids = [c.pid for c in psutil.net_connections("tcp")
@@ -33,7 +29,14 @@ def kill_and_wait(port):
         except psutil.NoSuchProcess:
             return
         time.sleep(0.05)
+"""
 
+KILLER = """
+import os, signal, time
+import psutil
+import pytest
+
+""" + KILL_AND_WAIT + """
 @pytest.mark.hwbench(service="redis")
 def test_1_kill(hwbench, hwbench_endpoint):
     hwbench.record("x", 1.0)
@@ -93,21 +96,7 @@ import glob, os, signal, time
 import psutil
 import pytest
 
-def kill_and_wait(port):
-    # SIGKILL the server on the port; wait until it has exited (zombie or gone), however loaded the machine
-    pids = [c.pid for c in psutil.net_connections("tcp")
-            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
-    assert pids, "no server listens on the port"
-    os.kill(pids[0], signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.05)
-
+""" + KILL_AND_WAIT + """
 def _wait_for(text):  # a barrier: the controller has written the killed test's result
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -179,21 +168,7 @@ import psutil
 import pytest
 import redis
 
-def kill_and_wait(port):
-    # SIGKILL the server on the port; wait until it has exited (zombie or gone), however loaded the machine
-    pids = [c.pid for c in psutil.net_connections("tcp")
-            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN]
-    assert pids, "no server listens on the port"
-    os.kill(pids[0], signal.SIGKILL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pids[0]).status() == psutil.STATUS_ZOMBIE:
-                return
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(0.05)
-
+""" + KILL_AND_WAIT + """
 @pytest.fixture
 def kv(hwbench, hwbench_endpoint):
     client = redis.Redis(host=hwbench_endpoint.host, port=hwbench_endpoint.port, socket_timeout=30)
