@@ -36,8 +36,11 @@ SCHEMA_VERSION = 1
 
 
 def new_run_id() -> str:
-    """Sortable, unique run id: UTC timestamp plus 6 random hex digits."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    """Sortable, unique run id: UTC timestamp, then 6 hex digits — the millisecond (3 digits, so two runs
+    started in the same second still sort by start time: ``latest`` depends on it) and 3 random ones."""
+    now = time.time()
+    millis = min(int((now % 1.0) * 1000), 999)
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}-{millis:03x}{secrets.token_hex(2)[:3]}"
 
 
 def file_slug(test_id: str, limit: int = 120) -> str:
