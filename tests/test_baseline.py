@@ -367,6 +367,17 @@ def test_fail_boundary_is_strict_early_and_alpha_at_the_last_look() -> None:
     assert last == pytest.approx(2.457, abs=0.01) and first == pytest.approx(last * 6 ** 0.5)
 
 
+def test_a_gross_regression_fails_at_the_first_look_with_little_history() -> None:
+    """Three times slower against two stored sessions, on the first of six looks: a FAIL, not INCONCLUSIVE
+    (the early-look boundary scales the t quantile; a far-tail t quantile at few df was ~190 standard errors)."""
+    base = [[20.0, 20.1, 19.9], [20.5, 20.4, 20.6]]
+    slow = [60.0, 60.2, 59.9]
+    v = cmp(slow, base, "lower", looks_planned=6, look=0)
+    assert v.status == FAIL, v.message
+    # and the same code against the same history is never a FAIL at any look
+    assert all(cmp([20.2, 20.0, 20.3], base, "lower", looks_planned=6, look=k).status != FAIL for k in range(6))
+
+
 trials = st.lists(st.floats(min_value=1.0, max_value=1e6, allow_nan=False), min_size=1, max_size=8)
 
 

@@ -22,7 +22,7 @@ calls an unchanged rerun a regression. So, on the log scale (ratios become diffe
 With ``w`` the slowdown (``d`` for lower-is-better, ``-d`` otherwise), ``se = sqrt(Var(d))`` and the
 tolerance ``tol`` on the log scale:
 
-* **FAIL** when ``w > tol`` and ``w / se`` exceeds the FAIL boundary: the one-sided ``alpha_fail`` quantile
+* **FAIL** when ``w > tol`` and ``w / se`` exceeds the FAIL boundary: the one-sided ``alpha_fail`` t quantile
   at the last planned look, higher at earlier looks (O'Brien-Fleming shape, ``fail_boundary``), which keeps
   the false-FAIL rate at its target however often the sequential trial loop looks;
 * **PASS** when the one-sided upper ``confidence`` bound of ``w`` is within ``tol`` (STALE when even the
@@ -207,11 +207,18 @@ def fail_boundary(s: CompareSettings) -> float:
     return float(_stats().norm.ppf(1.0 - s.alpha_fail)) * math.sqrt(looks / k)
 
 
+def _z_fail(s: CompareSettings) -> float:
+    return float(_stats().norm.ppf(1.0 - s.alpha_fail))
+
+
 def decide_codes(st: Stats, lower_is_better: bool, s: CompareSettings) -> np.ndarray:
     """Verdict codes (indexes into ``_CODES``) for every replicate: the rule of the module docstring."""
     w = st.d if lower_is_better else -st.d
     tol = math.log1p(s.tolerance) if lower_is_better else -math.log1p(-min(s.tolerance, 0.99))
-    t_fail = _stats().t.ppf(_stats().norm.cdf(fail_boundary(s)), st.df)
+    # The O'Brien-Fleming factor scales the t quantile, not the tail probability: a far-tail t quantile at
+    # a few degrees of freedom is enormous (at 4 df and an early look it was ~190 standard errors, so even a
+    # 3x slowdown with a little stored history was only INCONCLUSIVE); at many df both forms agree.
+    t_fail = _stats().t.ppf(1.0 - s.alpha_fail, st.df) * (fail_boundary(s) / _z_fail(s))
     t_pass = _stats().t.ppf(s.pass_confidence, st.df)
     with np.errstate(divide="ignore", invalid="ignore"):
         fail = (w > tol) & (w > t_fail * st.se)
