@@ -68,26 +68,33 @@ class LoadGuard:
             sys.exit("--runs must be at least 3 (min / median / max of the ratios)")
         return cls(args.max_load, args.allow_busy)
 
-    def check(self, when: str) -> None:
-        """Print and remember the load; exit when it is over the limit and busy runs are not allowed."""
+    def check(self, when: str, own: float = 0.0) -> None:
+        """Print and remember the load; exit when it is over the limit and busy runs are not allowed.
+
+        ``own``: how much of the load the benchmark itself may account for at this point (between pairs its
+        own client and server have just been busy, and the 1-minute average still carries them), so that a
+        script does not refuse to go on because of its own work."""
         load = load_average()
-        self.seen.append(load[0])
-        over = load[0] > self.max_load
+        self.seen.append(max(load[0] - own, 0.0))
+        over = load[0] - own > self.max_load
         mark = ""
         if over:
             self.busy = True
             mark = (f"  <-- BUSY: above --max-load {self.max_load:g}; these figures measure the neighbours too"
                     if self.allow_busy else "")
-        print(f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs{mark}",
-              flush=True)
+        own_text = f" (up to {own:g} of it this benchmark's own processes)" if own else ""
+        print(f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs"
+              f"{own_text}{mark}", flush=True)
         if over and not self.allow_busy:
-            sys.exit(f"refusing to benchmark: 1-minute load average {load[0]:.2f} > --max-load {self.max_load:g}. "
+            sys.exit(f"refusing to benchmark: 1-minute load average {load[0]:.2f}{own_text} > --max-load "
+                     f"{self.max_load:g}. "
                      "Wait for a quiet machine, or pass --allow-busy to run anyway (figures marked BUSY).")
 
     def summary(self) -> str:
         lo, hi = min(self.seen, default=float("nan")), max(self.seen, default=float("nan"))
         state = "BUSY (figures distorted by other programs)" if self.busy else "quiet"
-        return f"load average during the runs: {lo:.2f}-{hi:.2f} on {os.cpu_count()} CPUs: {state}"
+        return (f"load average during the runs, less the benchmark's own processes between pairs: {lo:.2f}-{hi:.2f} "
+                f"on {os.cpu_count()} CPUs: {state}")
 
 
 def interleaved(runs: int, ours: Callable[[], Any], anchor: Callable[[], Any],
@@ -102,8 +109,8 @@ def interleaved(runs: int, ours: Callable[[], Any], anchor: Callable[[], Any],
         else:
             b.append(anchor())
             a.append(ours())
-        if guard is not None:
-            guard.check(f"after pair {i + 1}/{runs}")
+        if guard is not None:  # a client and a server (or tool) per side: up to two busy processes of ours
+            guard.check(f"after pair {i + 1}/{runs}", own=float(min(2, os.cpu_count() or 1)))
     return a, b
 
 
