@@ -68,12 +68,14 @@ class LoadGuard:
             sys.exit("--runs must be at least 3 (min / median / max of the ratios)")
         return cls(args.max_load, args.allow_busy)
 
-    def check(self, when: str, own: float = 0.0) -> None:
+    def check(self, when: str, own: float | None = None) -> None:
         """Print and remember the load; exit when it is over the limit and busy runs are not allowed.
 
         ``own``: how much of the load the benchmark itself may account for at this point (between pairs its
         own client and server have just been busy, and the 1-minute average still carries them), so that a
         script does not refuse to go on because of its own work."""
+        if own is None:  # before the first run nothing of ours is busy; after any run it still counts
+            own = 0.0 if when == "before" else float(min(2, os.cpu_count() or 1))
         load = load_average()
         self.seen.append(max(load[0] - own, 0.0))
         over = load[0] - own > self.max_load
@@ -93,7 +95,7 @@ class LoadGuard:
     def summary(self) -> str:
         lo, hi = min(self.seen, default=float("nan")), max(self.seen, default=float("nan"))
         state = "BUSY (figures distorted by other programs)" if self.busy else "quiet"
-        return (f"load average during the runs, less the benchmark's own processes between pairs: {lo:.2f}-{hi:.2f} "
+        return (f"load average during the runs, less the benchmark's own processes after each: {lo:.2f}-{hi:.2f} "
                 f"on {os.cpu_count()} CPUs: {state}")
 
 
@@ -110,7 +112,7 @@ def interleaved(runs: int, ours: Callable[[], Any], anchor: Callable[[], Any],
             b.append(anchor())
             a.append(ours())
         if guard is not None:  # a client and a server (or tool) per side: up to two busy processes of ours
-            guard.check(f"after pair {i + 1}/{runs}", own=float(min(2, os.cpu_count() or 1)))
+            guard.check(f"after pair {i + 1}/{runs}")
     return a, b
 
 
