@@ -197,18 +197,20 @@ def log_stats(cur: np.ndarray, sessions: Sequence[np.ndarray], tau2: float | np.
     return Stats(d=d, se=np.sqrt(var), df=df, within_var=within, tau2=tau2, n=n, k=k)
 
 
+def look_factor(s: CompareSettings) -> float:
+    """The O'Brien-Fleming widening at look ``s.look`` of ``s.looks_planned``: ``sqrt(looks / (look + 1))``,
+    1 at the last look."""
+    looks = max(s.looks_planned, 1)
+    k = min(max(s.look, 0), looks - 1) + 1
+    return math.sqrt(looks / k)
+
+
 def fail_boundary(s: CompareSettings) -> float:
     """The z boundary of the FAIL test at look ``s.look`` of ``s.looks_planned``: O'Brien-Fleming shaped,
     ``z(1 - alpha_fail) * sqrt(looks / (look + 1))``, so early looks on few trials only FAIL on a change far
     beyond the noise, and the repeated looks keep the overall false-FAIL rate near ``alpha_fail``
-    (checked by scripts/bench_verdicts.py)."""
-    looks = max(s.looks_planned, 1)
-    k = min(max(s.look, 0), looks - 1) + 1
-    return float(_stats().norm.ppf(1.0 - s.alpha_fail)) * math.sqrt(looks / k)
-
-
-def _z_fail(s: CompareSettings) -> float:
-    return float(_stats().norm.ppf(1.0 - s.alpha_fail))
+    (checked by scripts/bench_verdicts.py). The rule itself scales the t quantile (``decide_codes``)."""
+    return float(_stats().norm.ppf(1.0 - s.alpha_fail)) * look_factor(s)
 
 
 def decide_codes(st: Stats, lower_is_better: bool, s: CompareSettings) -> np.ndarray:
@@ -218,7 +220,7 @@ def decide_codes(st: Stats, lower_is_better: bool, s: CompareSettings) -> np.nda
     # The O'Brien-Fleming factor scales the t quantile, not the tail probability: a far-tail t quantile at
     # a few degrees of freedom is enormous (at 4 df and an early look it was ~190 standard errors, so even a
     # 3x slowdown with a little stored history was only INCONCLUSIVE); at many df both forms agree.
-    t_fail = _stats().t.ppf(1.0 - s.alpha_fail, st.df) * (fail_boundary(s) / _z_fail(s))
+    t_fail = _stats().t.ppf(1.0 - s.alpha_fail, st.df) * look_factor(s)
     t_pass = _stats().t.ppf(s.pass_confidence, st.df)
     with np.errstate(divide="ignore", invalid="ignore"):
         fail = (w > tol) & (w > t_fail * st.se)
@@ -416,5 +418,5 @@ def _compare_by_sign(cur: list[float], base: list[float], tol_text: str, common:
 
 
 __all__ = ["FAIL", "INCONCLUSIVE", "PASS", "STALE", "CompareSettings", "Comparison", "SessionNoise",
-           "combine_prior", "compare_metric", "decide_codes", "fail_boundary", "log_stats", "pool_noise",
-           "pooled_noise_arrays", "series_noise"]
+           "combine_prior", "compare_metric", "decide_codes", "fail_boundary", "log_stats", "look_factor",
+           "pool_noise", "pooled_noise_arrays", "series_noise"]
