@@ -68,14 +68,13 @@ class LoadGuard:
             sys.exit("--runs must be at least 3 (min / median / max of the ratios)")
         return cls(args.max_load, args.allow_busy)
 
-    def check(self, when: str, own: float | None = None) -> None:
+    def check(self, when: str) -> None:
         """Print and remember the load; exit when it is over the limit and busy runs are not allowed.
 
-        ``own``: how much of the load the benchmark itself may account for at this point (between pairs its
-        own client and server have just been busy, and the 1-minute average still carries them), so that a
-        script does not refuse to go on because of its own work."""
-        if own is None:  # before the first run nothing of ours is busy; after any run it still counts
-            own = 0.0 if when == "before" else float(min(2, os.cpu_count() or 1))
+        From the second check on, up to two busy processes of the benchmark's own (a client and a server or
+        tool) are allowed for: the 1-minute average still carries them, and a script must not refuse to go
+        on because of its own work. The first check comes before anything of ours ran."""
+        own = float(min(2, os.cpu_count() or 1)) if self.seen else 0.0
         load = load_average()
         self.seen.append(max(load[0] - own, 0.0))
         over = load[0] - own > self.max_load
