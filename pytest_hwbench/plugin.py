@@ -39,6 +39,7 @@ from pytest_hwbench.outcomes import (
     uses_hwbench,
 )
 from pytest_hwbench.report import progress
+from pytest_hwbench.report.gc_pause import collector_paused
 from pytest_hwbench.report.redact import redact_report
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.session import PAYLOAD_KEY, HwbenchSession, payload_of_property, payload_property
@@ -412,9 +413,8 @@ class ControllerHooks:
                 for note in notes:
                     reword(report, payload, note["text"], self.session.services.settle(note))
                 notes = []
-                self.session.add_result(payload, report)
-                self.config.hook.pytest_hwbench_result(
-                    config=self.config, result=self.session.results[payload["test_id"]])
+                kept = self.session.add_result(payload, report)
+                self.config.hook.pytest_hwbench_result(config=self.config, result=kept)
                 break
         else:
             if report.skipped and report.when == "setup" and "hwbench" in report.keywords:
@@ -428,10 +428,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(config, "workerinput"):
         return
     hw = get_session(config)
-    hw.finish(exitstatus)
+    results = hw.finish(exitstatus)
     if hw.writer is not None:
-        config.hook.pytest_hwbench_run_finished(config=config, run_dir=str(hw.writer.dir),
-                                                results=list(hw.results.values()))
+        config.hook.pytest_hwbench_run_finished(config=config, run_dir=str(hw.writer.dir), results=results)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -444,7 +443,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     from pytest_hwbench.report.terminal import write_summary
 
-    write_summary(terminalreporter, hw)
+    with collector_paused():
+        write_summary(terminalreporter, hw)
     if hw.writer is not None and hw.writer.error:  # one line for a storage fault; the verdicts above stand
         terminalreporter.write_line(hw.writer.error, red=True, bold=True)
 

@@ -28,11 +28,12 @@ from pytest_hwbench.measure.metric import MetricResult
 from pytest_hwbench.measure.recorder import Recorder
 from pytest_hwbench.measure.samplers.metrics import pop_timelines, resources_payload
 from pytest_hwbench.recipe.model import Recipe
-from pytest_hwbench.report.files import SCHEMA_VERSION, RunWriter, new_run_id, redact_payload
+from pytest_hwbench.report.files import SCHEMA_VERSION, EncodedResults, RunWriter, new_run_id, redact_payload
+from pytest_hwbench.report.gc_pause import collector_paused
 from pytest_hwbench.report.redact import redact, register_secrets
 from pytest_hwbench.report.sweeps import analyze_sweeps
 from pytest_hwbench.service_hub import ServiceHub
-from pytest_hwbench.verdict.bottleneck import attribute_result
+from pytest_hwbench.verdict.bottleneck import METRICS_READ, attribute_result
 from pytest_hwbench.verdict.result import TestResult
 
 if TYPE_CHECKING:
@@ -117,6 +118,23 @@ def plain(value: Any) -> Any:
     return repr(value)
 
 
+_MARKER_KWARGS = pytest.StashKey[dict[str, Any]]()
+
+
+def marker_kwargs(item: pytest.Item) -> dict[str, Any]:
+    """The keyword arguments of the test's closest ``@pytest.mark.hwbench`` ({} without one).
+
+    Read once per test and kept on the item: the plugin asks for them in set-up, the trial loop, judging
+    and the report, and each ``get_closest_marker`` walks the node chain (issue #14). A marker is fixed at
+    collection; one added later by a fixture is not seen."""
+    kw = item.stash.get(_MARKER_KWARGS, None)
+    if kw is None:
+        marker = item.get_closest_marker("hwbench")
+        kw = dict(marker.kwargs) if marker else {}
+        item.stash[_MARKER_KWARGS] = kw
+    return kw
+
+
 class HwbenchSession:
     """State of one pytest session for pytest-hwbench."""
 
@@ -131,7 +149,8 @@ class HwbenchSession:
         self.services = ServiceHub(self.recipe, self.options.report_dir / self.run_id / "services", self.run_id,
                                    workerinput)
         self.started_at = time.time()
-        self.results: dict[str, dict[str, Any]] = {}
+        #: ``{test_id: result}``, kept encoded (``EncodedResults`` says why); read it as a mapping.
+        self.results = EncodedResults()
         self.writer: RunWriter | None = None
         self.mlflow_warning: str | None = None
         self.mlflow_run_id: str | None = None
@@ -175,8 +194,8 @@ class HwbenchSession:
     @staticmethod
     def service_names(item: pytest.Item) -> list[str]:
         """Services a test names in ``@pytest.mark.hwbench(service=... | services=[...])``."""
-        marker = item.get_closest_marker("hwbench")
-        wanted = (marker.kwargs.get("service") or marker.kwargs.get("services") or []) if marker else []
+        kw = marker_kwargs(item)
+        wanted = kw.get("service") or kw.get("services") or []
         return [wanted] if isinstance(wanted, str) else list(wanted)
 
     def environment(self, service_facts: dict[str, Any] | None,
@@ -196,8 +215,7 @@ class HwbenchSession:
 
     def repetitions_for(self, item: pytest.Item) -> tuple[int, int]:
         """(warmup, repetitions) for a test: marker, then ``--hwbench-repetitions``, then the recipe."""
-        marker = item.get_closest_marker("hwbench")
-        kw = marker.kwargs if marker else {}
+        kw = marker_kwargs(item)
         reps = kw.get("repetitions") or self.options.repetitions or self.recipe.repetitions
         warmup = kw.get("warmup", self.recipe.warmup)
         return int(warmup), int(reps)
@@ -209,8 +227,7 @@ class HwbenchSession:
 
         exprs = [parse_slo(text, f"{self.recipe.path}: slo.{pattern!r}")
                  for pattern, text in self.recipe.slos_for(item.nodeid)]
-        marker = item.get_closest_marker("hwbench")
-        marker_slo = marker.kwargs.get("slo", []) if marker else []
+        marker_slo = marker_kwargs(item).get("slo", [])
         if isinstance(marker_slo, str):
             marker_slo = [marker_slo]
         exprs += [parse_slo(text, f"@pytest.mark.hwbench(slo=...) on {item.nodeid}") for text in marker_slo]
@@ -259,8 +276,10 @@ class HwbenchSession:
         """Resource figures and the bottleneck attribution (``verdict.bottleneck``) of the measurement; a
         client-bound attribution makes it invalid (never a PASS), unless the engine already said so."""
         result.resources = resources_payload(recorder.monitor)
+        # Only the metrics the attribution reads are encoded for it (issue #14).
+        metrics = {n: result.metrics[n].to_dict() for n in METRICS_READ if n in result.metrics}
         result.bottleneck = attribute_result({"resources": result.resources, "extra": result.extra,
-                                              "metrics": {n: m.to_dict() for n, m in result.metrics.items()}})
+                                              "metrics": metrics})
         if not result.bottleneck.valid and not result.invalid:
             result.invalid.append(result.bottleneck.line())
 
@@ -302,24 +321,26 @@ class HwbenchSession:
         return {k: plain(v) for k, v in callspec.params.items()} if callspec else {}
 
     # -- collecting and writing (controller only) ------------------------------------------------------
-    def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
-        """Take one test's payload from its call report: keep it, append it, write its raw samples."""
+    def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> dict[str, Any]:
+        """Take one test's payload from its call report: keep it, append it, write its raw samples; returns
+        the result as kept (secrets masked), for the ``pytest_hwbench_result`` hook."""
         samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
         samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration
         payload, line = redact_payload(payload, self.recipe.secret_values)
-        earlier = self.results.get(payload["test_id"])
-        if earlier is not None and report.when == "teardown":  # measured, then its teardown failed
+        earlier = self.results.get(payload["test_id"]) if report.when == "teardown" else None
+        if earlier is not None:  # measured, then its teardown failed
             earlier.update(verdict="ERROR", outcome="error",
                            failures=[*earlier.get("failures", []), *payload.get("failures", [])])
             payload, line = earlier, None
-        self.results[payload["test_id"]] = payload
+        self.results.put(payload, line)
         writer = self._writer()
         writer.append_result(payload, line)
         writer.write_samples(payload["test_id"], samples)
         if self.options.save_baseline and payload["metrics"]:
             self._queue_baseline(payload, report)
+        return payload
 
     def _queue_baseline(self, payload: dict[str, Any], report: pytest.TestReport) -> None:
         """Keep a passed test's measurement for the baseline file; an invalid one only when forced."""
@@ -344,8 +365,9 @@ class HwbenchSession:
             "test_id": report.nodeid, "name": report.nodeid.split("::")[-1], "outcome": "skipped",
             "verdict": "SKIP", "skip_reason": reason, "metrics": {}, "slo": [], "baseline": None,
             "failures": [], "warnings": []}
-        self.results[report.nodeid] = payload
-        self._writer().append_result(redact(payload, self.recipe.secret_values))
+        payload = redact(payload, self.recipe.secret_values)
+        self.results.put(payload)
+        self._writer().append_result(payload)
 
     def _writer(self) -> RunWriter:
         if self.writer is None:
@@ -385,40 +407,44 @@ class HwbenchSession:
                       recipe_path=o.recipe_path, cwd=str(self.config.invocation_params.dir),
                       numprocesses=getattr(self.config.option, "numprocesses", None))
 
-    def finish(self, exitstatus: int) -> None:
-        """Session end on the controller: results.json, run.json, baselines, MLflow. Never raises for
-        reporting problems: they become warnings in the terminal summary."""
+    def finish(self, exitstatus: int) -> list[dict[str, Any]]:
+        """Session end on the controller: results.json, run.json, baselines, MLflow; returns the results
+        (decoded once here, for the ``pytest_hwbench_run_finished`` hook). Never raises for reporting
+        problems: they become warnings in the terminal summary."""
         if self.writer is None:
-            return
+            return []
         complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
-        self.sweeps = analyze_sweeps(list(self.results.values()))
-        results_doc = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "testbed": self.testbed,
-                       "complete": complete, "tests": list(self.results.values()), "sweeps": self.sweeps,
-                       "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256}}
-        self.writer.write_results(results_doc)
-        if self._to_save and complete:
-            try:
-                self.baseline_store.save(self._to_save, keep=self.recipe.baseline.sessions)
-                self.baseline_written = sorted(self._to_save)
-            except HwbenchInputError as err:  # an existing file is broken: keep it, say so
-                self.baseline_error = f"baselines not saved: {err}"
-            except OSError as err:  # full disk, read-only checkout: the old files stay (atomic writes)
-                self.baseline_error = (f"baselines not saved: {err.strerror or err} in {self.baseline_dir} "
-                                       "(fix: free disk space or make the baseline directory writable; "
-                                       "the previous baselines are unchanged)")
-        manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
-        self.writer.write_manifest(manifest)
-        self.writer.close()
-        if self.options.write_report:
-            from pytest_hwbench.report.document import write_report_safely
+        with collector_paused():  # decoding and rendering 1000s of results (gc_pause says why)
+            results = list(self.results.values())
+            self.sweeps = analyze_sweeps(results)
+            results_doc = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "testbed": self.testbed,
+                           "complete": complete, "sweeps": self.sweeps,
+                           "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256}}
+            self.writer.write_results(results_doc, self.results.encoded())
+            if self._to_save and complete:
+                try:
+                    self.baseline_store.save(self._to_save, keep=self.recipe.baseline.sessions)
+                    self.baseline_written = sorted(self._to_save)
+                except HwbenchInputError as err:  # an existing file is broken: keep it, say so
+                    self.baseline_error = f"baselines not saved: {err}"
+                except OSError as err:  # full disk, read-only checkout: the old files stay (atomic writes)
+                    self.baseline_error = (f"baselines not saved: {err.strerror or err} in {self.baseline_dir} "
+                                           "(fix: free disk space or make the baseline directory writable; "
+                                           "the previous baselines are unchanged)")
+            manifest = self.manifest(complete=complete, exitstatus=int(exitstatus))
+            self.writer.write_manifest(manifest)
+            self.writer.close()
+            if self.options.write_report:
+                from pytest_hwbench.report.document import write_report_safely
 
-            self.report_warning = write_report_safely(self.writer.dir)
-        self._log_mlflow(manifest)
+                self.report_warning = write_report_safely(self.writer.dir)
+        self._log_mlflow(manifest, results)
+        return results
 
     def release(self) -> None:
         """Drop the run's results once everything is written and printed (``pytest_unconfigure``): pytest
         then runs several full garbage collections, and 1000 tests' results made each one slower."""
-        self.results = {}
+        self.results = EncodedResults()
         self.sweeps = []
         self._to_save = {}
 
@@ -429,13 +455,13 @@ class HwbenchSession:
                or self.recipe.mlflow.tracking_uri)
         return uri or f"sqlite:///{(self.options.report_dir / 'mlflow.db').resolve()}"
 
-    def _log_mlflow(self, manifest: dict[str, Any]) -> None:
+    def _log_mlflow(self, manifest: dict[str, Any], results: list[dict[str, Any]]) -> None:
         uri = self.mlflow_uri()
         if uri is None or self.writer is None:
             return
         from pytest_hwbench.report.mlflow_log import log_session
 
-        outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, list(self.results.values()),
+        outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, results,
                               [self.writer.dir / "results.json", self.writer.dir / "run.json"],
                               self.recipe.secret_values, probe_timeout_s=self.recipe.mlflow.probe_timeout_s,
                               probe_retries=self.recipe.mlflow.probe_retries)

@@ -15,7 +15,7 @@ the users already trust, on the same functions in the same process:
 
 The old behaviour (one call per trial, 3 trials) is shown for the 14 µs function as the third row.
 
-Run: ``python3 scripts/bench_microbench.py [--runs 3] [--max-time 1.0]`` (~15 s x runs).
+Run: ``python3 scripts/bench_microbench.py [--runs 9] [--max-time 1.0]`` (~7 s x runs).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def spread(x: np.ndarray) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-time", type=float, default=1.0, help="seconds per measurement for both tools")
-    add_load_args(ap)
+    add_load_args(ap, runs=9)  # one pair's ratio moves +-8 % with the VM's neighbours: the median needs 9
     args = ap.parse_args()
     guard = LoadGuard.from_args(args)
     import pytest_benchmark
@@ -138,11 +138,18 @@ def main() -> int:
                   f"{spread(old):10.3f} {old.size:8d} {1:6d}")
         med_ratios = [float(np.median(a)) / float(np.median(b)) for (a, _), (b, _) in zip(ours, theirs, strict=True)]
         spread_ratios = [spread(a) / max(spread(b), 1e-12) for (a, _), (b, _) in zip(ours, theirs, strict=True)]
-        lines.append(ratio_line(f"{label}: median hwbench ÷ pytest-benchmark", med_ratios, None)
-                     + f"  target 0.98-1.02: {'ok' if 0.98 <= statistics.median(med_ratios) <= 1.02 else 'MISS'}"
-                     + (" (BUSY machine: not a valid check)" if guard.busy else ""))
-        lines.append(ratio_line(f"{label}: spread (IQR/median) hwbench ÷ pytest-benchmark", spread_ratios, None)
-                     + f"  target 0.5-2: {'ok' if 0.5 <= statistics.median(spread_ratios) <= 2 else 'MISS'}")
+        if fn is loop_14us:  # the target is stated for the 14 µs function; the others are shown for shape
+            lines.append(ratio_line(f"{label}: median hwbench ÷ pytest-benchmark", med_ratios, None)
+                         + f"  target 0.98-1.02: {'ok' if 0.98 <= statistics.median(med_ratios) <= 1.02 else 'MISS'}"
+                         + (" (BUSY machine: not a valid check)" if guard.busy else ""))
+            lines.append(ratio_line(f"{label}: spread (IQR/median) hwbench ÷ pytest-benchmark", spread_ratios, None)
+                         + f"  target 0.5-2: {'ok' if 0.5 <= statistics.median(spread_ratios) <= 2 else 'MISS'}")
+        else:
+            lines.append(ratio_line(f"{label}: median hwbench ÷ pytest-benchmark", med_ratios, None)
+                         + "  (no target: iterations per round differ, so the loop's own cost is shared "
+                         "differently)")
+            lines.append(ratio_line(f"{label}: spread (IQR/median) hwbench ÷ pytest-benchmark", spread_ratios,
+                                    None))
         guard.check(f"after {label}")
     print()
     for line in lines:

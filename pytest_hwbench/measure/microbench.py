@@ -12,7 +12,9 @@ pytest-benchmark uses, which our users already trust, with the thresholds stated
    resolution and 100 x the overhead, so neither can bias a round by more than 1 %. A function slower than
    that runs once per round (the calibration call then doubles as the warm-up).
 3. **Warm-up**: rounds are run and thrown away for ``warmup_s`` (default 10 % of the budget, at most
-   0.1 s), so caches, branch predictors and the interpreter's specialised bytecode are warm.
+   0.1 s), so caches, branch predictors and the interpreter's specialised bytecode are warm. The
+   calibration rounds ran cold, so iterations are re-estimated from the fastest warm round (a cold first
+   call of a ~500 ns function can take several µs and would otherwise leave rounds far below the target).
 4. **Rounds**: rounds run until ``max_time_s`` has passed and at least ``min_rounds`` were taken (or exactly
    ``rounds`` when given). Every round is a sample: its duration divided by ``iterations``.
 
@@ -97,10 +99,15 @@ def _round(fn: Callable[..., Any], args: tuple, kwargs: dict, iterations: int) -
     return _perf() - t0, result
 
 
+def _target_ns(info: TimerInfo, min_round_s: float) -> float:
+    """The shortest round: ``min_round_s`` and 100 x the timer's resolution and overhead (each <= 1 %)."""
+    return max(min_round_s * 1e9, 100 * info.resolution_ns, 100 * info.overhead_ns)
+
+
 def calibrate(fn: Callable[..., Any], args: tuple, kwargs: dict, *, min_round_s: float) -> tuple[int, int]:
     """Iterations per round so that a round lasts at least the target; returns (iterations, last round ns)."""
     info = timer_info()
-    target = max(min_round_s * 1e9, 100 * info.resolution_ns, 100 * info.overhead_ns)
+    target = _target_ns(info, min_round_s)
     iterations = 1
     while True:
         elapsed, _ = _round(fn, args, kwargs, iterations)
@@ -137,16 +144,26 @@ def run_rounds(fn: Callable[..., Any], args: tuple, kwargs: dict, *, rounds: int
         first_ns = 0
         if iterations is None:
             iterations, first_ns = calibrate(fn, args, kwargs, min_round_s=min_round_s)
+            calibrated = True
+        else:
+            calibrated = False
         warm_s = (min(0.1, max_time_s / 10) if warmup is True else float(warmup or 0.0))
         warm_rounds = 0
         result: Any = None
         if warm_s > 0 and first_ns < warm_s * 1e9:  # a slow function: its calibration call was the warm-up
             end = _perf() + int(warm_s * 1e9)
+            fastest = math.inf
             while True:
-                _, result = _round(fn, args, kwargs, iterations)
+                elapsed, result = _round(fn, args, kwargs, iterations)
+                fastest = min(fastest, elapsed)
                 warm_rounds += 1
                 if _perf() >= end:
                     break
+            if calibrated and warm_rounds >= 3 and fastest > 0:
+                # The calibration rounds ran cold (first calls, unspecialised bytecode), so they can
+                # read a ~1 µs call as several µs and choose too few iterations; re-estimate from the
+                # fastest warm round, never going below the calibrated count.
+                iterations = max(iterations, math.ceil(_target_ns(info, min_round_s) * iterations / fastest))
         out = array("d")
         append = out.append
         scale = 1e-9 / iterations
@@ -166,8 +183,7 @@ def run_rounds(fn: Callable[..., Any], args: tuple, kwargs: dict, *, rounds: int
         if disable_gc and gc_was:
             gc.enable()
     cal = Calibration(iterations=iterations, rounds=taken, warmup_rounds=warm_rounds,
-                      round_target_ns=max(min_round_s * 1e9, 100 * info.resolution_ns,
-                                          100 * info.overhead_ns),
+                      round_target_ns=_target_ns(info, min_round_s),
                       timer_resolution_ns=info.resolution_ns, timer_overhead_ns=info.overhead_ns,
                       total_s=(_perf() - start) / 1e9)
     return out, cal, result

@@ -21,7 +21,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,9 +122,9 @@ class RunWriter:
 
         return self._guard("samples.bin", write)
 
-    def write_results(self, results: dict[str, Any]) -> Path | None:
-        return self._guard("results.json",
-                           lambda: write_text_atomic(self.dir / "results.json", results_json_text(results)))
+    def write_results(self, results: dict[str, Any], encoded_tests: list[str] | None = None) -> Path | None:
+        return self._guard("results.json", lambda: write_text_atomic(
+            self.dir / "results.json", results_json_text(results, encoded_tests)))
 
     def close(self) -> None:
         for fh in (self._jsonl, self._samples, self._index):
@@ -152,19 +152,62 @@ def redact_payload(payload: dict[str, Any], secrets: Any = ()) -> tuple[dict[str
     return (masked, result_line(masked)) if changed else (payload, line)
 
 
-def results_json_text(doc: dict[str, Any]) -> str:
+class EncodedResults(Mapping[str, dict[str, Any]]):
+    """The run's results, ``{test_id: result}``, each kept as its encoded ``results.jsonl`` line.
+
+    Why not the dicts: a result is some 30 containers (metrics, summaries, intervals), so 1000 kept results
+    are 30,000 objects that survive every collection, push the collector into an extra full collection
+    during the run (~100 ms in a pytest process) and make each later one slower; a ``str`` is not tracked
+    by the collector at all. Reading decodes the line (a C ``json.loads``, ~15 µs); the lines themselves
+    become ``results.json`` without being encoded again. A result that cannot be encoded (a NaN the writer
+    will report) is kept as it is.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, str | dict[str, Any]] = {}
+
+    def put(self, result: dict[str, Any], line: str | None = None) -> None:
+        """Keep ``result`` (``line``: its encoding when already made, as ``redact_payload`` returns it)."""
+        if line is None:
+            try:
+                line = result_line(result)
+            except ValueError:
+                self._lines[result["test_id"]] = result
+                return
+        self._lines[result["test_id"]] = line
+
+    def __getitem__(self, test_id: str) -> dict[str, Any]:
+        value = self._lines[test_id]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def encoded(self) -> list[str]:
+        """Every result as its JSON text (in run order), for ``results.json``."""
+        return [v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
+                for v in self._lines.values()]
+
+
+def results_json_text(doc: dict[str, Any], encoded_tests: list[str] | None = None) -> str:
     """``results.json``'s text: sorted keys, one test per line.
 
     Why not ``indent=2`` like the other files: with an indent ``json`` uses its pure-Python encoder, about
     0.45 s per 1000 tests (issue #14); without one its C encoder takes a few milliseconds. One test per line
-    keeps the file readable with ``grep`` and diffable test by test."""
+    keeps the file readable with ``grep`` and diffable test by test. ``encoded_tests``: the tests already
+    encoded (``EncodedResults.encoded``), used instead of ``doc["tests"]``."""
     head = {k: v for k, v in doc.items() if k != "tests"}
     tests = doc.get("tests")
-    if not isinstance(tests, list):
-        return json.dumps(doc, sort_keys=True, allow_nan=False) + "\n"
+    if encoded_tests is None:
+        if not isinstance(tests, list):
+            return json.dumps(doc, sort_keys=True, allow_nan=False) + "\n"
+        encoded_tests = [json.dumps(t, sort_keys=True, allow_nan=False) for t in tests]
     parts = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True, allow_nan=False)}" for k, v in sorted(head.items())]
-    body = ",\n".join(json.dumps(t, sort_keys=True, allow_nan=False) for t in tests)
-    parts.append('"tests": [' + ("\n" + body + "\n" if tests else "") + "]")
+    body = ",\n".join(encoded_tests)
+    parts.append('"tests": [' + ("\n" + body + "\n" if encoded_tests else "") + "]")
     return "{" + ",\n".join(parts) + "}\n"
 
 

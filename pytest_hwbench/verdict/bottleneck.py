@@ -310,6 +310,11 @@ def _quiet_evidence(series: Mapping[str, Mapping[str, Any]], facts: TestFacts) -
 
 
 # -- reading a result (results.json entry / payload) -----------------------------------------------------------
+#: The metrics :func:`facts_of` reads from a result: a caller building a result only for the attribution
+#: needs to encode no others.
+METRICS_READ: tuple[str, ...] = ("error_rate",)
+
+
 def facts_of(result: Mapping[str, Any]) -> TestFacts:
     """The non-resource facts of one test result: whether it measured a service, the load engine's
     self-check (from ``extra``), the error rate and the open loop's offered vs achieved rate."""

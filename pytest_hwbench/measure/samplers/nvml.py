@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from pytest_hwbench.measure.gpu import _NVML_LOCK
+from pytest_hwbench.measure.gpu import _NVML_LOCK, no_driver_reason
 
 _MB = 1024 * 1024
 
@@ -105,12 +105,15 @@ def nvml_source() -> tuple[NvmlSource | None, str]:
     if _UNAVAILABLE:
         return None, _UNAVAILABLE[0]
     source, why = _open()
-    if source is None and ("not installed" in why or "initialisation failed" in why):
+    if source is None and ("not installed" in why or "initialisation failed" in why or "no NVIDIA driver" in why):
         _UNAVAILABLE.append(why)
     return source, why
 
 
 def _open() -> tuple[NvmlSource | None, str]:
+    absent = no_driver_reason()
+    if absent:
+        return None, absent
     try:
         import pynvml  # type: ignore[import-not-found]  # optional extra: pytest-hwbench[gpu]
     except ImportError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from pytest_hwbench.measure.gpu import _NVML_LOCK, _text, gpu_inventory, gpu_skip_reason
+from pytest_hwbench.measure.gpu import _NVML_LOCK, _text, gpu_inventory, gpu_skip_reason, no_driver_reason
 
 __all__ = ["THROTTLE_REASONS", "gpu_inventory", "gpu_skip_reason", "gpu_telemetry", "throttle_names"]
 
@@ -57,6 +57,8 @@ def _device(pynvml: Any, index: int) -> dict[str, Any]:
 
 def gpu_telemetry() -> list[dict[str, Any]]:
     """One reading per NVIDIA GPU (empty without NVML or GPUs). Never raises."""
+    if no_driver_reason():
+        return []
     try:
         import pynvml  # type: ignore[import-not-found]
     except Exception:
