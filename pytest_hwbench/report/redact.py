@@ -41,9 +41,11 @@ _FLAG_VALUE = re.compile(
     r"[A-Za-z0-9_\-.]*)(?P<sep>[= ]+)(?P<value>(?!-)[^\s'\"]+)", re.IGNORECASE)
 
 
-#: Cheap pre-check before the flag regex (most strings in a report hold no flag at all).
-_FLAG_HINT = re.compile(r"(?i)token|pass|secret|key|auth")
-_FLAG_WORDS = ("token", "pass", "secret", "key", "auth")  # the same words, for ``in`` tests on lower-case text
+#: Cheap pre-check before the flag regex (most strings in a report hold no flag at all): the regex can only
+#: match where one of these lower-case substrings occurs. Not plain "pass" or "key": every result says
+#: "PASS" or "passed", and the regex was then run over every result for nothing (~15 µs each, issue #14).
+_FLAG_WORDS = ("token", "passw", "requirepass", "secret", "apikey", "api_key", "api-key", "auth")
+_FLAG_HINT = re.compile("(?i)" + "|".join(re.escape(w) for w in _FLAG_WORDS))
 
 
 def is_secret_key(name: object) -> bool:
