@@ -103,8 +103,11 @@ def encode_samples(arr: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(arr, dtype="<f8").tobytes()).decode("ascii")
 
 
-def decode_samples(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<f8")
+def decode_samples(data: str | bytes) -> np.ndarray:
+    """Inverse of the payload's samples: base64 text from an xdist worker, or the raw little-endian bytes
+    where the payload never left this process (no encoding round trip, issue #14)."""
+    raw = data if isinstance(data, bytes) else base64.b64decode(data)
+    return np.frombuffer(raw, dtype="<f8")
 
 
 def plain(value: Any) -> Any:
@@ -266,7 +269,9 @@ class HwbenchSession:
         if result.verdict == "FAIL" and result.bottleneck is not None:
             result.failures.append(result.bottleneck.line())  # why, for the engineer reading the failure
         payload = result.to_dict()
-        payload["samples"] = {name: base64.b64encode(m.sample_bytes()).decode("ascii")
+        travels = hasattr(self.config, "workerinput")  # to the controller, as JSON: base64 text
+        payload["samples"] = {name: base64.b64encode(m.sample_bytes()).decode("ascii") if travels
+                              else m.sample_bytes()
                               for name, m in recorder.metrics.items()
                               if m.trials}
         return result, payload
