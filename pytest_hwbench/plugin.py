@@ -428,9 +428,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(config, "workerinput"):
         return
     hw = get_session(config)
-    results = hw.finish(exitstatus)
-    if hw.writer is not None:
-        config.hook.pytest_hwbench_run_finished(config=config, run_dir=str(hw.writer.dir), results=results)
+    hw.finish(exitstatus)
+    hook = config.hook.pytest_hwbench_run_finished
+    if hw.writer is not None and hook.get_hookimpls():  # decoded only for someone who listens
+        with collector_paused():
+            results = list(hw.results.values())
+        hook(config=config, run_dir=str(hw.writer.dir), results=results)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -412,16 +412,14 @@ class HwbenchSession:
                       recipe_path=o.recipe_path, cwd=str(self.config.invocation_params.dir),
                       numprocesses=getattr(self.config.option, "numprocesses", None))
 
-    def finish(self, exitstatus: int) -> list[dict[str, Any]]:
-        """Session end on the controller: results.json, run.json, baselines, MLflow; returns the results
-        (decoded once here, for the ``pytest_hwbench_run_finished`` hook). Never raises for reporting
-        problems: they become warnings in the terminal summary."""
+    def finish(self, exitstatus: int) -> None:
+        """Session end on the controller: results.json, run.json, baselines, MLflow. Never raises for
+        reporting problems: they become warnings in the terminal summary."""
         if self.writer is None:
-            return []
+            return
         complete = exitstatus not in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.INTERNAL_ERROR)
         with collector_paused():  # decoding and rendering 1000s of results (gc_pause says why)
-            results = list(self.results.values())
-            self.sweeps = analyze_sweeps(results)
+            self.sweeps = analyze_sweeps(self.results.sweep_points())
             results_doc = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "testbed": self.testbed,
                            "complete": complete, "sweeps": self.sweeps,
                            "recipe": {"name": self.recipe.name, "sha256": self.recipe.sha256}}
@@ -443,8 +441,7 @@ class HwbenchSession:
                 from pytest_hwbench.report.document import write_report_safely
 
                 self.report_warning = write_report_safely(self.writer.dir)
-        self._log_mlflow(manifest, results)
-        return results
+        self._log_mlflow(manifest)
 
     def release(self) -> None:
         """Drop the run's results once everything is written and printed (``pytest_unconfigure``): pytest
@@ -460,13 +457,13 @@ class HwbenchSession:
                or self.recipe.mlflow.tracking_uri)
         return uri or f"sqlite:///{(self.options.report_dir / 'mlflow.db').resolve()}"
 
-    def _log_mlflow(self, manifest: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    def _log_mlflow(self, manifest: dict[str, Any]) -> None:
         uri = self.mlflow_uri()
         if uri is None or self.writer is None:
             return
         from pytest_hwbench.report.mlflow_log import log_session
 
-        outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, results,
+        outcome = log_session(uri, self.recipe.mlflow.experiment, manifest, list(self.results.values()),
                               [self.writer.dir / "results.json", self.writer.dir / "run.json"],
                               self.recipe.secret_values, probe_timeout_s=self.recipe.mlflow.probe_timeout_s,
                               probe_retries=self.recipe.mlflow.probe_retries)

@@ -29,6 +29,7 @@ import numpy as np
 
 from pytest_hwbench.atomic import write_json_atomic, write_text_atomic
 from pytest_hwbench.report.redact import redact, redact_encoded
+from pytest_hwbench.report.terminal import Digest, digest
 
 T = TypeVar("T")
 
@@ -165,16 +166,28 @@ class EncodedResults(Mapping[str, dict[str, Any]]):
 
     def __init__(self) -> None:
         self._lines: dict[str, str | dict[str, Any]] = {}
+        self._digests: dict[str, Digest] = {}
 
     def put(self, result: dict[str, Any], line: str | None = None) -> None:
-        """Keep ``result`` (``line``: its encoding when already made, as ``redact_payload`` returns it)."""
+        """Keep ``result`` (``line``: its encoding when already made, as ``redact_payload`` returns it) and
+        the terminal's digest of it."""
+        test_id = result["test_id"]
+        self._digests[test_id] = digest(result)
         if line is None:
             try:
                 line = result_line(result)
             except ValueError:
-                self._lines[result["test_id"]] = result
+                self._lines[test_id] = result
                 return
-        self._lines[result["test_id"]] = line
+        self._lines[test_id] = line
+
+    def digests(self) -> list[Digest]:
+        """The terminal's view of every result, in run order, without decoding any."""
+        return list(self._digests.values())
+
+    def sweep_points(self) -> list[dict[str, Any]]:
+        """The results that may belong to a sweep (measured at a load parameter), decoded."""
+        return [self[test_id] for test_id, d in self._digests.items() if d.sweep_point]
 
     def __getitem__(self, test_id: str) -> dict[str, Any]:
         value = self._lines[test_id]

@@ -39,6 +39,13 @@ def point_metrics(result: dict[str, Any]) -> dict[str, float]:
     return point
 
 
+def sweep_load_param(result: dict[str, Any]) -> str | None:
+    """The load parameter that makes a measured result a point of a sweep (None when it is not one)."""
+    params = result.get("params") or {}
+    load_param = next((p for p in LOAD_PARAMS if isinstance(params.get(p), (int, float))), None)
+    return load_param if load_param is not None and result.get("metrics") else None
+
+
 def analyze_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One analysis per sweep found in ``results`` (results.json's ``tests``)."""
     from pytest_hwbench.verdict.bottleneck import attribute_sweep
@@ -46,10 +53,10 @@ def analyze_sweeps(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     groups: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = defaultdict(list)
     for r in results:
-        params = r.get("params") or {}
-        load_param = next((p for p in LOAD_PARAMS if isinstance(params.get(p), (int, float))), None)
-        if load_param is None or not r.get("metrics"):
+        load_param = sweep_load_param(r)
+        if load_param is None:
             continue
+        params = r["params"]
         groups[(_base_id(r["test_id"], params, load_param), load_param)].append((float(params[load_param]), r))
     out = []
     for (base, load_param), members in sorted(groups.items()):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from pytest_hwbench.session import HwbenchSession
@@ -37,16 +37,55 @@ def metric_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+class Digest(NamedTuple):
+    """What the terminal summary prints of one result, taken when the result is kept (``digest``).
+
+    Why: the results are kept encoded (``report.files.EncodedResults``); decoding all of them again only to
+    print a table cost ~25 µs per test (issue #14). A tuple of strings is also left alone by the garbage
+    collector, unlike the result's dicts."""
+
+    verdict: str
+    rows: tuple[tuple[str, ...], ...]  # the test's rows of the table (``TABLE_HEADER`` columns)
+    warnings: tuple[str, ...]
+    bottleneck: str  # "name: bottleneck ..." for a FAIL or ERROR with an attribution, else ""
+    skip_reason: str  # for a SKIP, else ""
+    sweep_point: bool  # measured at a load parameter: a candidate point of a sweep
+
+
+TABLE_HEADER = ("verdict", "baseline", "test", "metric", "median", "95% CI", "p99", "trials")
+
+
+def digest(result: dict[str, Any]) -> Digest:
+    """The terminal's view of one result (a results.json entry)."""
+    from pytest_hwbench.report.sweeps import sweep_load_param
+
+    verdict = str(result.get("verdict", "?"))
+    rows: tuple[tuple[str, ...], ...] = ()
+    if verdict != "SKIP":
+        mrows = metric_rows(result) or [("-", "", "", "")]
+        rows = tuple((verdict if i == 0 else "", (result.get("baseline_status") or "") if i == 0 else "",
+                      result.get("name", result["test_id"]) if i == 0 else "", metric, median, ci, p99,
+                      str(result.get("trials", "")) if i == 0 else "")
+                     for i, (metric, median, ci, p99) in enumerate(mrows))
+    bottleneck = ""
+    if verdict in ("FAIL", "ERROR") and result.get("bottleneck"):
+        from pytest_hwbench.verdict.bottleneck import Attribution
+
+        bottleneck = (f"{result.get('name', result['test_id'])}: "
+                      f"{Attribution.from_dict(result['bottleneck']).line()}")
+    skip = str(result.get("skip_reason", "")).removeprefix("Skipped: ") if verdict == "SKIP" else ""
+    return Digest(verdict=verdict, rows=rows, warnings=tuple(result.get("warnings") or ()),
+                  bottleneck=bottleneck, skip_reason=skip, sweep_point=sweep_load_param(result) is not None)
+
+
 def build_table(results: list[dict[str, Any]]) -> list[str]:
-    header = ("verdict", "baseline", "test", "metric", "median", "95% CI", "p99", "trials")
-    rows: list[tuple[str, ...]] = []
-    for r in results:
-        mrows = metric_rows(r) or [("-", "", "", "")]
-        for i, (metric, median, ci, p99) in enumerate(mrows):
-            first = i == 0
-            rows.append((r.get("verdict", "") if first else "", (r.get("baseline_status") or "") if first else "",
-                         r.get("name", r["test_id"]) if first else "", metric, median, ci, p99,
-                         str(r.get("trials", "")) if first else ""))
+    """The table of tests and metrics for ``results`` (results.json entries)."""
+    return table_lines([row for r in results for row in digest(r).rows])
+
+
+def table_lines(rows: list[tuple[str, ...]]) -> list[str]:
+    """The table's lines: header, rule and ``rows``, columns padded to their widest cell."""
+    header = TABLE_HEADER
     if not rows:
         return []
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
@@ -57,26 +96,25 @@ def build_table(results: list[dict[str, Any]]) -> list[str]:
 
 
 def write_summary(tr: Any, hw: HwbenchSession) -> None:
-    results = list(hw.results.values())
+    digests = hw.results.digests()
     counts: dict[str, int] = {}
-    for r in results:
-        counts[r.get("verdict", "?")] = counts.get(r.get("verdict", "?"), 0) + 1
+    for d in digests:
+        counts[d.verdict] = counts.get(d.verdict, 0) + 1
     tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
     tr.write_sep("=", f"hwbench: {tally} | testbed {hw.testbed} | recipe {hw.recipe.name}")
-    for line in build_table([r for r in results if r.get("verdict") != "SKIP"]):
-        tr.write_line(line)
-    notes = [(r["name"], text) for r in results for text in r.get("warnings", [])]
+    lines = table_lines([row for d in digests for row in d.rows])
+    if lines:
+        tr.write_line("\n".join(lines))  # one write for the whole table, not one per row
+    notes = [text for d in digests for text in d.warnings]
     if notes:
         tr.write_line("")
-        for _, text in notes:
+        for text in notes:
             tr.write_line(f"WARN {text}", yellow=True)
-    failing = [r for r in results if r.get("verdict") in ("FAIL", "ERROR") and r.get("bottleneck")]
+    failing = [d.bottleneck for d in digests if d.bottleneck]
     if failing:
-        from pytest_hwbench.verdict.bottleneck import Attribution
-
         tr.write_line("")
-        for r in failing:
-            tr.write_line(f"{r.get('name', r['test_id'])}: {Attribution.from_dict(r['bottleneck']).line()}")
+        for line in failing:
+            tr.write_line(line)
     if hw.sweeps:
         from pytest_hwbench.report.sweeps import describe
 
@@ -88,10 +126,9 @@ def write_summary(tr: Any, hw: HwbenchSession) -> None:
                     tr.write_line(f"  {sweep['load_param']}={point['load']:g}: bottleneck {point['cause']}"
                                   + (f" — {'; '.join(point['evidence'])}" if point.get("evidence") else ""))
     reasons: dict[str, int] = {}
-    for r in results:
-        if r.get("verdict") == "SKIP":
-            reason = str(r.get("skip_reason", "")).removeprefix("Skipped: ")
-            reasons[reason] = reasons.get(reason, 0) + 1
+    for d in digests:
+        if d.verdict == "SKIP":
+            reasons[d.skip_reason] = reasons.get(d.skip_reason, 0) + 1
     for reason, n in sorted(reasons.items()):
         tr.write_line(f"SKIP x{n}: {reason}")
     if hw.writer is not None:
