@@ -150,13 +150,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def hwbench(request: pytest.FixtureRequest) -> Iterator[Recorder]:
+def hwbench() -> Iterator[Recorder]:
     """Record named metrics for this benchmark: ``hwbench.record(name, value, unit=..., better=...)``,
     ``with hwbench.timer(name):``. The body runs once per trial; see the README."""
     from pytest_hwbench.measure.samplers.monitor import monitor_for
 
-    session = get_session(request.config)
-    item = request.node
+    # The test comes from pytest_runtest_protocol, not from a ``request`` argument: pytest builds a fixture
+    # definition (with ``inspect.signature``) each time ``request`` is asked for, ~40 µs a test (issue #14).
+    item = _RUNNING[-1]
+    session = get_session(item.config)
     recorder = Recorder(item.nodeid, params=session.params_of(item), recipe=session.recipe,
                         confidence=session.recipe.baseline.confidence)
     recorder.monitor = monitor_for(session.recipe.resources,
@@ -254,13 +256,21 @@ def _exclusive(item: pytest.Item, session: HwbenchSession) -> Iterator[None]:
 LOCK_HELD = pytest.StashKey[bool]()
 
 
+#: The tests being run, innermost last (a test that runs pytest in-process, as pytester does, nests one).
+_RUNNING: list[pytest.Item] = []
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
-    session = item.config.stash.get(SESSION_KEY, None)
-    if session is None or not uses_hwbench(item):
-        return (yield)
-    with _exclusive(item, session):
-        return (yield)
+    _RUNNING.append(item)
+    try:
+        session = item.config.stash.get(SESSION_KEY, None)
+        if session is None or not uses_hwbench(item):
+            return (yield)
+        with _exclusive(item, session):
+            return (yield)
+    finally:
+        _RUNNING.pop()
 
 
 @pytest.hookimpl(wrapper=True)
