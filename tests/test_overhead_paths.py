@@ -26,6 +26,7 @@ SECRETS = ("hunter2-secret", "pässwörd-ünïcode", 'quo"te\\slash')
 
 # Text that often holds what the redactor looks for: the secrets, URLs with passwords, secret flags.
 _pieces = st.sampled_from([*SECRETS, "https://user:pw@host/x", "--token=abc123", "--requirepass s3cr3tvalue",
+                           "--api-key=zz9", "--DB-Password hunter9", "-masterauth=q1", "--Api_Key", "PASSED",
                            "-", "pass", "key", "auth", "://", "@", " ", "=", "plain words", "é", "\n", '"'])
 _text = st.lists(_pieces, max_size=6).map("".join) | st.text(max_size=20)
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
@@ -89,3 +90,86 @@ def test_payload_travels_as_a_dict_in_process_and_as_json_from_a_worker() -> Non
     worker = payload_property(payload, types.SimpleNamespace(workerinput={}))  # type: ignore[arg-type]
     assert here is payload and isinstance(worker, str)
     assert payload_of_property(here) is payload and payload_of_property(worker) == payload
+
+
+def test_results_are_kept_encoded_and_read_back_as_they_were() -> None:
+    """``EncodedResults`` keeps each result as its results.jsonl line; reading decodes it, a result that
+    cannot be encoded is kept as it is, and the terminal digest and sweep points need no decoding."""
+    from pytest_hwbench.report.files import EncodedResults, result_line
+
+    store = EncodedResults()
+    measured = {"test_id": "t.py::test_a[users=4]", "name": "test_a[users=4]", "verdict": "FAIL",
+                "params": {"users": 4}, "trials": 3, "warnings": ["slow start"],
+                "metrics": {"rps": {"unit": "1/s", "estimated": False,
+                                    "summary": {"p50": 10.0, "p99": 12.0, "ci": {"p50": [9.0, 11.0]}}}},
+                "bottleneck": {"cause": "cpu", "evidence": ["server thread at 100%"], "next_action": "scale up",
+                               "valid": True, "also": []}}
+    store.put(measured, result_line(measured))
+    assert store.encoded() == [result_line(measured)]  # results.json is written from the kept lines
+    broken = {"test_id": "t.py::test_nan", "verdict": "ERROR", "metrics": {}, "value": float("nan")}
+    store.put(broken)  # NaN cannot be encoded: kept as the dict, the writer reports the fault
+    skipped = {"test_id": "t.py::test_s", "verdict": "SKIP", "skip_reason": "Skipped: no GPU", "metrics": {}}
+    store.put(skipped)
+    assert list(store) == ["t.py::test_a[users=4]", "t.py::test_nan", "t.py::test_s"]
+    assert store["t.py::test_a[users=4]"] == measured and store["t.py::test_a[users=4]"] is not measured
+    assert store["t.py::test_nan"] is broken
+    digest = store.digests()
+    assert [d.verdict for d in digest] == ["FAIL", "ERROR", "SKIP"]
+    assert digest[0].rows[0][:4] == ("FAIL", "", "test_a[users=4]", "rps")
+    assert digest[0].warnings == ("slow start",) and digest[0].bottleneck.startswith("test_a[users=4]: bottleneck: cpu")
+    assert digest[2].skip_reason == "no GPU" and not digest[2].rows
+    assert [r["test_id"] for r in store.sweep_points()] == ["t.py::test_a[users=4]"]
+
+
+def test_the_collector_is_paused_only_for_the_block() -> None:
+    import gc
+
+    from pytest_hwbench.report.gc_pause import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()  # restored as found
+    finally:
+        gc.enable()
+
+
+def test_the_busy_cpu_reading_matches_psutil() -> None:
+    """The load meter's /proc/stat reading (pread on a kept descriptor) counts what psutil's does."""
+    import psutil
+    import pytest
+
+    from pytest_hwbench.measure.fingerprint import _proc_stat_busy
+
+    fast = _proc_stat_busy()
+    if fast is None:
+        pytest.skip("no /proc/stat on this system: the psutil path is the one used")
+    t = psutil.cpu_times()
+    slow = t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+    assert fast == pytest.approx(slow, abs=1.0)  # the two readings are a few ms apart
+
+
+def test_no_nvidia_driver_is_said_without_loading_nvml(monkeypatch) -> None:
+    import sys
+
+    from pytest_hwbench.measure import gpu
+
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    monkeypatch.setattr(gpu.sys, "platform", "linux")
+    monkeypatch.setattr(gpu.os.path, "exists", lambda path: False)
+    inv = gpu.gpu_inventory()
+    assert not inv.available and inv.reason.startswith("no NVIDIA driver on this machine")
+    assert "/dev/nvidiactl" in inv.reason and "pynvml" not in sys.modules
+    monkeypatch.setattr(gpu.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    assert gpu.no_driver_reason() is None  # a driver file: NVML is asked
+    monkeypatch.setitem(sys.modules, "pynvml", types.ModuleType("pynvml"))
+    monkeypatch.setattr(gpu.os.path, "exists", lambda path: False)
+    assert gpu.no_driver_reason() is None  # already loaded (or stood in for by a test): asked as well
