@@ -152,3 +152,44 @@ def test_framing_read_from_the_raw_head_and_headers_parsed_when_read():
     bad = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nno colon here\r\n\r\nok"
     conn, fut = feed_in_pieces(bad, [], ReadsHeaders())
     assert fut.result[0] == "malformed" and "bad header line" in fut.result[1]  # type: ignore[index]
+
+
+def test_a_repeated_head_is_parsed_once_per_pool_and_answers_the_same():
+    """The pool keeps the last parsed head: the same bytes again skip the parse and frame the answer the
+    same way; another head (or an interim 100) is parsed as usual, and each connection keeps its own state."""
+    import pytest_hwbench.workloads.http1 as http1
+
+    pool = HTTP1Pool("http://127.0.0.1:1")
+    parsed: list[bytes] = []
+    real = http1._parse_head
+
+    def counting(raw: bytes):
+        parsed.append(raw)
+        return real(raw)
+
+    def answer(response: bytes, cuts: list[int]) -> tuple[_Conn, FakeFuture, KeepHeaders]:
+        conn = _Conn(pool)
+        conn.connection_made(FakeTransport())  # type: ignore[arg-type]
+        fut, sink = FakeFuture(), KeepHeaders()
+        conn.begin(b"GET / HTTP/1.1\r\n\r\n", sink, fut)  # type: ignore[arg-type]
+        points = sorted({c % (len(response) + 1) for c in cuts} | {0, len(response)})
+        for a, b in itertools.pairwise(points):
+            conn.data_received(response[a:b])
+        return conn, fut, sink
+
+    http1._parse_head = counting
+    try:
+        first = answer(LENGTH, [7])
+        again = answer(LENGTH, [30, 31])
+        for conn, fut, sink in (first, again):
+            assert fut.result is None and sink.body == BODY and sink.ended and conn.keep_alive
+        assert len(parsed) == 1 and again[2].headers["content-type"] == "text/event-stream"
+        closing = answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", [])
+        assert closing[1].result is None and not closing[0].keep_alive and len(parsed) == 2
+        chunked = answer(CHUNKED, [3])
+        assert chunked[2].body == BODY and len(parsed) == 4  # the 100 Continue and the final head
+        assert answer(CHUNKED, [])[2].body == BODY and len(parsed) == 5  # the 100 is never kept
+        bad = answer(b"HTTP/1.1 200 OK\r\nContent-Length: -4\r\n\r\nok", [])
+        assert bad[1].result[0] == "malformed"  # type: ignore[index]
+    finally:
+        http1._parse_head = real

@@ -33,7 +33,7 @@ import ssl as ssl_module
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from pytest_hwbench.errors import HwbenchInputError
@@ -172,6 +172,57 @@ class ResponseHeaders(Mapping[str, str]):
         return f"ResponseHeaders({self._parsed()!r})"
 
 
+class _Head(NamedTuple):
+    """A parsed final response head: what the framing and the sink need from it."""
+
+    raw: bytes  # the head's bytes (status line and headers, without the blank line)
+    status: int
+    keep_alive: bool
+    framing: int  # _LENGTH, _CHUNKED, _UNTIL_CLOSE, or _DONE for an answer without a body
+    length: int  # the Content-Length, for _LENGTH
+    headers: ResponseHeaders
+
+
+def _parse_head(raw: bytes) -> _Head | None:
+    """Parse a response head (None for an interim 1xx answer); raises ``StreamFailure`` when malformed.
+
+    Its result depends on the bytes alone, so the pool keeps the last one and a connection whose answer
+    carries the very same head skips this (``HTTP1Pool.last_head``): against a server answering the same
+    request again and again, parsing was ~1.5 µs of the ~16 µs a request costs (docs/performance.md)."""
+    head = raw.decode("latin-1")
+    status_line, _, block = head.partition("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise StreamFailure(ErrorClass.MALFORMED, f"not an HTTP/1.x status line: {status_line[:80]!r}")
+    status = int(parts[1])
+    if 100 <= status < 200:
+        return None
+    keep_alive = True
+    low = "\r\n" + block.lower()
+    if "\r\nconnection:" in low:
+        connection = _framing(low, "\r\nconnection:")
+        if "close" in connection or (parts[0] == "HTTP/1.0" and "keep-alive" not in connection):
+            keep_alive = False
+    elif parts[0] == "HTTP/1.0":
+        keep_alive = False
+    length = 0
+    if status in (204, 304):
+        framing = _DONE
+    elif "\r\ntransfer-encoding:" in low and "chunked" in _framing(low, "\r\ntransfer-encoding:"):
+        framing = _CHUNKED
+    elif "\r\ncontent-length:" in low:
+        try:
+            length = int(_framing(low, "\r\ncontent-length:"))
+        except ValueError:
+            raise StreamFailure(ErrorClass.MALFORMED, "bad Content-Length") from None
+        if length < 0:
+            raise StreamFailure(ErrorClass.MALFORMED, "bad Content-Length")
+        framing = _LENGTH
+    else:
+        framing = _UNTIL_CLOSE
+    return _Head(raw, status, keep_alive, framing, length, ResponseHeaders(block))
+
+
 class _Conn(asyncio.Protocol):
     """One TCP connection; parses one response at a time into a sink."""
 
@@ -293,6 +344,7 @@ class _Conn(asyncio.Protocol):
             sink.feed(buf, t)
 
     def _head(self, buf: bytes, t: int) -> bytes | None:
+        pool = self.pool
         while True:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -300,38 +352,29 @@ class _Conn(asyncio.Protocol):
                     raise StreamFailure(ErrorClass.MALFORMED, "response head larger than 64 KiB")
                 self.buf = buf
                 return None
-            head, buf = buf[:end].decode("latin-1"), buf[end + 4:]
-            status_line, _, block = head.partition("\r\n")
-            parts = status_line.split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-                raise StreamFailure(ErrorClass.MALFORMED, f"not an HTTP/1.x status line: {status_line[:80]!r}")
-            status = int(parts[1])
-            if 100 <= status < 200:
-                continue  # interim answer (100 Continue): the real one follows
+            raw, buf = buf[:end], buf[end + 4:]
+            head = pool.last_head
+            if head is None or head.raw != raw:  # a server sends the same head again and again
+                head = _parse_head(raw)
+                if head is None:
+                    continue  # interim answer (100 Continue): the real one follows
+                pool.last_head = head
             break
-        self.status = status
-        headers = ResponseHeaders(block)
-        low = "\r\n" + block.lower()
-        if "\r\nconnection:" in low:
-            connection = _framing(low, "\r\nconnection:")
-            if "close" in connection or (parts[0] == "HTTP/1.0" and "keep-alive" not in connection):
-                self.keep_alive = False
-        elif parts[0] == "HTTP/1.0":
+        self.status = status = head.status
+        if not head.keep_alive:
             self.keep_alive = False
         assert self.sink is not None
-        self.sink.on_head(status, headers, t)
-        if status in (204, 304):
-            self._complete(t)
-        elif "\r\ntransfer-encoding:" in low and "chunked" in _framing(low, "\r\ntransfer-encoding:"):
-            self.state = _CHUNKED
-        elif "\r\ncontent-length:" in low:
-            try:
-                self.left = int(_framing(low, "\r\ncontent-length:"))
-            except ValueError:
-                raise StreamFailure(ErrorClass.MALFORMED, "bad Content-Length") from None
+        self.sink.on_head(status, head.headers, t)
+        framing = head.framing
+        if framing == _LENGTH:
+            self.left = head.length
             self.state = _LENGTH
-            if self.left == 0:
+            if head.length == 0:
                 self._complete(t)
+        elif framing == _CHUNKED:
+            self.state = _CHUNKED
+        elif framing == _DONE:  # 204, 304: no body
+            self._complete(t)
         else:
             self.state = _UNTIL_CLOSE
             self.keep_alive = False
@@ -404,6 +447,8 @@ class HTTP1Pool:
         shortest = min(timeout_s, read_timeout_s or timeout_s)
         self._sweep_s = min(0.5, max(0.005, shortest / 10))
         self._limit = asyncio.Semaphore(max_connections) if max_connections > 0 else None
+        #: The last final response head parsed on any of this pool's connections (``_parse_head``).
+        self.last_head: _Head | None = None
         self._ssl: ssl_module.SSLContext | None = None
         if self.target.scheme == "https":
             self._ssl = ssl_module.create_default_context()
