@@ -98,11 +98,6 @@ def load_session_recipe(path: str | None) -> Recipe:
     return load_recipe(path) if path else default_recipe()
 
 
-def encode_samples(arr: np.ndarray) -> str:
-    """Raw samples as base64 of little-endian float64: a plain string that travels through xdist."""
-    return base64.b64encode(np.ascontiguousarray(arr, dtype="<f8").tobytes()).decode("ascii")
-
-
 def decode_samples(data: str | bytes) -> np.ndarray:
     """Inverse of the payload's samples: base64 text from an xdist worker, or the raw little-endian bytes
     where the payload never left this process (no encoding round trip, issue #14)."""

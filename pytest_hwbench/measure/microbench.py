@@ -142,11 +142,9 @@ def run_rounds(fn: Callable[..., Any], args: tuple, kwargs: dict, *, rounds: int
         gc.disable()
     try:
         first_ns = 0
+        calibrated = iterations is None
         if iterations is None:
             iterations, first_ns = calibrate(fn, args, kwargs, min_round_s=min_round_s)
-            calibrated = True
-        else:
-            calibrated = False
         warm_s = (min(0.1, max_time_s / 10) if warmup is True else float(warmup or 0.0))
         warm_rounds = 0
         result: Any = None

@@ -201,8 +201,7 @@ class EncodedResults(Mapping[str, dict[str, Any]]):
 
     def encoded(self) -> list[str]:
         """Every result as its JSON text (in run order), for ``results.json``."""
-        return [v if isinstance(v, str) else json.dumps(v, sort_keys=True, allow_nan=False)
-                for v in self._lines.values()]
+        return [v if isinstance(v, str) else result_line(v) for v in self._lines.values()]
 
 
 def results_json_text(doc: dict[str, Any], encoded_tests: list[str] | None = None) -> str:
@@ -217,7 +216,7 @@ def results_json_text(doc: dict[str, Any], encoded_tests: list[str] | None = Non
     if encoded_tests is None:
         if not isinstance(tests, list):
             return json.dumps(doc, sort_keys=True, allow_nan=False) + "\n"
-        encoded_tests = [json.dumps(t, sort_keys=True, allow_nan=False) for t in tests]
+        encoded_tests = [result_line(t) for t in tests]
     parts = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True, allow_nan=False)}" for k, v in sorted(head.items())]
     body = ",\n".join(encoded_tests)
     parts.append('"tests": [' + ("\n" + body + "\n" if encoded_tests else "") + "]")

@@ -72,10 +72,6 @@ _NUMERIC = re.compile(r"\s*[,%+\-.]*\d[\d,%+\-.]*\s*")
 _SPECIAL = re.compile(r"[&<>\"']")
 
 
-def _numeric(text: str) -> bool:
-    return _NUMERIC.fullmatch(text) is not None
-
-
 def _esc(text: str) -> str:
     """``html.escape``, skipped for the common cell with nothing to escape."""
     return escape(text) if _SPECIAL.search(text) else text

@@ -78,11 +78,6 @@ def digest(result: dict[str, Any]) -> Digest:
                   bottleneck=bottleneck, skip_reason=skip, sweep_point=sweep_load_param(result) is not None)
 
 
-def build_table(results: list[dict[str, Any]]) -> list[str]:
-    """The table of tests and metrics for ``results`` (results.json entries)."""
-    return table_lines([row for r in results for row in digest(r).rows])
-
-
 def table_lines(rows: list[tuple[str, ...]]) -> list[str]:
     """The table's lines: header, rule and ``rows``, columns padded to their widest cell."""
     header = TABLE_HEADER
