@@ -19,7 +19,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
 
 from pytest_hwbench import __version__
@@ -37,6 +36,8 @@ from pytest_hwbench.verdict.bottleneck import METRICS_READ, attribute_result
 from pytest_hwbench.verdict.result import TestResult
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pytest_hwbench.verdict.baseline import SaveRecord
 
 PAYLOAD_KEY = "hwbench"  # user_properties key of the per-test payload on the call report
@@ -98,11 +99,11 @@ def load_session_recipe(path: str | None) -> Recipe:
     return load_recipe(path) if path else default_recipe()
 
 
-def decode_samples(data: str | bytes) -> np.ndarray:
-    """Inverse of the payload's samples: base64 text from an xdist worker, or the raw little-endian bytes
-    where the payload never left this process (no encoding round trip, issue #14)."""
-    raw = data if isinstance(data, bytes) else base64.b64decode(data)
-    return np.frombuffer(raw, dtype="<f8")
+def decode_samples(data: str | bytes) -> bytes:
+    """Inverse of the payload's samples, as the little-endian float64 bytes ``samples.bin`` holds: base64
+    text from an xdist worker, or the raw bytes where the payload never left this process (no encoding
+    round trip, issue #14)."""
+    return data if isinstance(data, bytes) else base64.b64decode(data)
 
 
 def plain(value: Any) -> Any:
@@ -324,7 +325,8 @@ class HwbenchSession:
     def add_result(self, payload: dict[str, Any], report: pytest.TestReport) -> dict[str, Any]:
         """Take one test's payload from its call report: keep it, append it, write its raw samples; returns
         the result as kept (secrets masked), for the ``pytest_hwbench_result`` hook."""
-        samples = {name: decode_samples(text) for name, text in payload.pop("samples", {}).items()}
+        samples: dict[str, bytes | np.ndarray] = {name: decode_samples(text)
+                                                  for name, text in payload.pop("samples", {}).items()}
         samples.update(pop_timelines(payload))
         payload["outcome"] = report.outcome if report.when == "call" else "error"
         payload["duration_s"] = report.duration

@@ -173,3 +173,33 @@ def test_no_nvidia_driver_is_said_without_loading_nvml(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", types.ModuleType("pynvml"))
     monkeypatch.setattr(gpu.os.path, "exists", lambda path: False)
     assert gpu.no_driver_reason() is None  # already loaded (or stood in for by a test): asked as well
+
+
+def test_a_run_of_one_value_tests_never_imports_numpy(pytester) -> None:
+    """numpy costs a pytest process ~50 ms to import, and its ~7,000 objects are scanned by every later full
+    collection (issue #14): a run whose tests record one value each (one trial) must not import it, from
+    set-up to the written report. The guard plugin records what was loaded when pytest unconfigures. (Two or
+    more values per metric are summarised with numpy and scipy, and their distribution is drawn.)"""
+    pytester.makepyfile(test_one="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_value(hwbench, i):
+            hwbench.record("value", float(i) + 0.5, unit="ms")
+    """)
+    pytester.makepyfile(numpy_guard="""
+        import json, sys
+
+        def pytest_unconfigure(config):
+            with open("loaded.json", "w") as fh:
+                json.dump(sorted(m for m in sys.modules if m.split(".")[0] == "numpy"), fh)
+    """)
+    result = pytester.runpytest_subprocess("-p", "numpy_guard", "--no-hwbench-mlflow", "--hwbench-repetitions", "1")
+    result.assert_outcomes(passed=3)
+    assert json.loads((pytester.path / "loaded.json").read_text()) == []
+    run = next((pytester.path / "reports").iterdir())
+    assert (run / "report.html").is_file() and (run / "results.json").is_file()
+    assert (run / "samples.bin").stat().st_size == 3 * 8  # every value still kept raw
+    from pytest_hwbench.report.files import read_samples
+
+    assert read_samples(run)["test_one.py::test_value[2]"]["value"].tolist() == [2.5]

@@ -13,9 +13,11 @@ import math
 import sys
 from array import array
 from dataclasses import dataclass, field
-from typing import Literal
+from numbers import Integral
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.measure.stats import Summary, summarize
 
@@ -45,10 +47,13 @@ class Metric:
         if isinstance(values, float):
             self.trials[trial].append(values)
         else:
+            import numpy as np
+
             self.trials[trial].frombytes(np.ascontiguousarray(values, dtype=np.float64).tobytes())
 
     def trial_samples(self, trial: int) -> np.ndarray:
         """The samples of one trial as a read-only float64 view (no copy)."""
+        import numpy as np
         buf = self.trials[trial]
         view = np.frombuffer(buf, dtype=np.float64) if len(buf) else np.empty(0, dtype=np.float64)
         view.flags.writeable = False
@@ -56,6 +61,7 @@ class Metric:
 
     def samples(self) -> np.ndarray:
         """All samples of all trials, pooled, in recording order (a new array)."""
+        import numpy as np
         chunks = [self.trial_samples(i) for i, t in enumerate(self.trials) if len(t)]
         if not chunks:
             return np.empty(0, dtype=np.float64)
@@ -63,9 +69,9 @@ class Metric:
 
     def trial_values(self) -> list[float]:
         """One value per non-empty trial: the median of that trial's samples (a one-sample trial's value
-        itself, without ``np.median``'s ~0.1 ms of dispatch: most measuring tests record one value a trial)."""
-        return [t[0] if len(t) == 1 else float(np.median(self.trial_samples(i)))
-                for i, t in enumerate(self.trials) if len(t)]
+        itself, without ``np.median``'s ~0.1 ms of dispatch or numpy's import: most measuring tests record one
+        value a trial)."""
+        return [t[0] if len(t) == 1 else _median(self.trial_samples(i)) for i, t in enumerate(self.trials) if len(t)]
 
     def result(self, confidence: float = 0.95) -> MetricResult:
         # One value in all (a trivial measuring test): summarised straight from it, no numpy round trip.
@@ -108,11 +114,18 @@ class MetricResult:
                    trial_values=[float("nan") if v is None else float(v) for v in data["trial_values"]])
 
 
+def _median(values: np.ndarray) -> float:
+    import numpy as np
+
+    return float(np.median(values))
+
+
 def jsonable(value: float | int | None) -> float | int | None:
-    """A number as a plain JSON value: nan and infinities become None (JSON has no NaN)."""
+    """A number as a plain JSON value: nan and infinities become None (JSON has no NaN). numpy's integers
+    are ``numbers.Integral`` (numpy registers them), so this needs no numpy import."""
     if value is None:
         return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if type(value) is not float and isinstance(value, Integral) and not isinstance(value, bool):
         return int(value)
     f = float(value)
     return f if math.isfinite(f) else None

@@ -26,10 +26,12 @@ hwbench fixture's own records are judged then).
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.measure.recorder import Recorder
 
@@ -39,6 +41,7 @@ METRIC = "time_s"
 
 def samples_of(fixture: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
     """Seconds per call of every round a pytest-benchmark fixture measured, and its facts; None if none."""
+    import numpy as np
     meta = getattr(fixture, "stats", None)
     stats = getattr(meta, "stats", None)
     data = getattr(stats, "data", None)
@@ -55,6 +58,7 @@ def samples_of(fixture: Any) -> tuple[np.ndarray, dict[str, Any]] | None:
 def split_rounds(samples: np.ndarray, trials: int, min_rounds: int = 5) -> list[np.ndarray]:
     """The rounds as ``trials`` (at least 2) consecutive blocks of at least ``min_rounds`` each (fewer blocks
     when there are too few rounds; one block below ``2 * min_rounds``)."""
+    import numpy as np
     blocks = max(1, min(max(2, trials), samples.size // min_rounds))
     return [b for b in np.array_split(samples, blocks) if b.size]
 

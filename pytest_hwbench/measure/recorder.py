@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import Better, Metric, MetricResult, infer_better
 from pytest_hwbench.measure.microbench import run_rounds
 from pytest_hwbench.recipe.workload_settings import WorkloadSettings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pytest_hwbench.measure.samplers.monitor import ResourceMonitor
 
 T = TypeVar("T")
@@ -142,6 +142,8 @@ class Recorder:
             if not math.isfinite(arr):
                 self._refuse_nonfinite(name, 1, 1)
         else:
+            import numpy as np
+
             # A copy, so a caller that reuses its buffer cannot change what was recorded.
             arr = np.array(value, dtype=np.float64).reshape(-1)
             bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
@@ -184,6 +186,7 @@ class Recorder:
         and how). For one timed call per trial, pass ``rounds=1, iterations=1, warmup=False``. How it was
         timed (iterations, rounds, timer resolution) is kept in ``extra["timing"][name]``.
         """
+        import numpy as np
         if unit not in _TIME_UNITS:
             raise ValueError(f"time unit must be one of {', '.join(_TIME_UNITS)}, got {unit!r}")
         base = getattr(fn, "__name__", "call")

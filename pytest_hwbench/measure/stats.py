@@ -40,9 +40,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Percentiles every summary carries, as (stat name, percent).
 PERCENTILES: tuple[tuple[str, float], ...] = (
@@ -139,7 +140,9 @@ def summarize(samples: np.ndarray | Sequence[float], confidence: float = 0.95) -
     """
     _check_confidence(confidence)
     if type(samples) is list and len(samples) == 1 and type(samples[0]) is float:
-        return _single(samples[0], confidence)  # one recorded value: no array needed
+        return _single(samples[0], confidence)  # one recorded value: no array (and no numpy import) needed
+    import numpy as np
+
     x, owned = _as_float_array(samples, "samples")
     n = x.size
     if n == 1:  # nothing to resample: every statistic and every interval is the value itself
@@ -189,6 +192,7 @@ def bootstrap_ratio_of_medians(current: Sequence[float], baseline: Sequence[floa
     whose baseline median is 0 make the ratio unbounded; they count as -inf for the low end and +inf for
     the high end, so the interval honestly becomes unbounded instead of silently shrinking.
     """
+    import numpy as np
     _check_confidence(confidence)
     if int(resamples) != resamples or resamples < 1:
         raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
@@ -254,6 +258,7 @@ def _as_float_array(samples: Any, what: str, copy: bool = False) -> tuple[np.nda
 
     Numeric data only: numpy would happily parse strings into floats, which would hide a caller's bug.
     """
+    import numpy as np
     raw = np.asarray(samples)
     if raw.dtype.kind not in "biufO":
         raise TypeError(f"{what} must be numeric, got dtype {raw.dtype}")
@@ -272,6 +277,7 @@ def _as_float_array(samples: Any, what: str, copy: bool = False) -> tuple[np.nda
 
 def _raise_if_nonfinite(x: np.ndarray, what: str) -> None:
     """ValueError counting NaN and infinite values, so the caller learns how bad the data is."""
+    import numpy as np
     n_nan = int(np.count_nonzero(np.isnan(x)))
     n_inf = int(np.count_nonzero(np.isinf(x)))
     if n_nan or n_inf:
@@ -305,6 +311,7 @@ def _bootstrap_order_stat_quantiles(n: int, ks: Sequence[int], alphas: Sequence[
     The quantile is the smallest j in 1..n with P(Binomial(n, j/n) >= k) >= alpha. That probability rises
     with j and is 1 at j = n, so a vectorised bisection finds it in ceil(log2 n) scipy calls.
     """
+    import numpy as np
     from scipy.special import bdtrc  # imported here: scipy costs start-up time in every pytest run
 
     k = np.asarray(ks, dtype=np.float64)
@@ -328,6 +335,7 @@ def _mean_and_stdev(part: np.ndarray, n: int, total: float, max_abs: float) -> t
     ``total / n`` is exactly what ``np.mean`` computes. Huge magnitudes are scaled by a power of two
     first, which is exact, so that neither the sum nor the squares overflow.
     """
+    import numpy as np
     exp = 0
     if max_abs > _SCALE_THRESHOLD or not math.isfinite(total):
         exp = math.frexp(max_abs)[1]  # 2**exp > max_abs, so scaled values are below 1
@@ -355,6 +363,7 @@ def _t_interval(mean: float, stdev: float, n: int, confidence: float) -> tuple[f
 
 def _bootstrap_medians(sorted_x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Medians of ``resamples`` resamples of ``sorted_x``, in chunks that bound the index matrix's size."""
+    import numpy as np
     n = sorted_x.size
     if n == 1:
         return np.full(resamples, sorted_x[0])

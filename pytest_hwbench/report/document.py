@@ -281,7 +281,9 @@ def test_section(run: RunData, t: TestRecord, index: int) -> TestSection:
     from pytest_hwbench.measure.samplers.metrics import is_resource_metric
 
     # Resource readings are timelines (their own section), not distributions of the benchmark's metric.
-    samples = {n: v for n, v in run.samples(t.test_id).items() if not is_resource_metric(n)}
+    # A distribution needs two samples: a run of one-value tests reads no raw samples (nor imports numpy).
+    drawable = any(m.summary.count > 1 for m in t.metrics.values())
+    samples = {n: v for n, v in run.samples(t.test_id).items() if not is_resource_metric(n)} if drawable else {}
     if samples:
         p = distribution_plot(f"{key}-dist", t.name, samples, t.metrics)
         if p is not None:

@@ -23,9 +23,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.atomic import write_json_atomic, write_text_atomic
 from pytest_hwbench.report.redact import redact, redact_encoded
@@ -101,8 +102,10 @@ class RunWriter:
 
         self._guard("results.jsonl", write)
 
-    def write_samples(self, test_id: str, samples: dict[str, np.ndarray]) -> Path | None:
-        """Append each metric's raw samples to ``samples.bin`` and index them in ``samples.jsonl``."""
+    def write_samples(self, test_id: str, samples: Mapping[str, bytes | np.ndarray]) -> Path | None:
+        """Append each metric's raw samples to ``samples.bin`` and index them in ``samples.jsonl``. A metric's
+        samples are an array, or already the little-endian float64 bytes the file holds (a measuring test's
+        own samples: they need no numpy)."""
         if not samples:
             return None
 
@@ -113,7 +116,7 @@ class RunWriter:
                 self._offset = self._samples.tell()
             lines = []
             for metric, values in samples.items():
-                data = np.ascontiguousarray(values, dtype="<f8").tobytes()
+                data = values if isinstance(values, bytes) else _f8_bytes(values)
                 self._samples.write(data)
                 lines.append(json.dumps({"test_id": test_id, "metric": metric, "offset": self._offset,
                                          "count": len(data) // 8}) + "\n")
@@ -134,6 +137,12 @@ class RunWriter:
                     fh.close()
                 except OSError as err:  # the final flush of a full disk
                     self.error = self.error or f"pytest-hwbench: could not finish writing {self.dir}: {err}"
+
+
+def _f8_bytes(values: np.ndarray) -> bytes:
+    import numpy as np
+
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
 
 
 def result_line(result: dict[str, Any]) -> str:
@@ -225,6 +234,7 @@ def results_json_text(doc: dict[str, Any], encoded_tests: list[str] | None = Non
 
 def read_samples(run_dir: str | Path) -> dict[str, dict[str, np.ndarray]]:
     """Raw samples of a run directory: ``{test_id: {metric: float64 array}}`` (empty when there are none)."""
+    import numpy as np
     run = Path(run_dir)
     index = run / "samples.jsonl"
     if not index.exists():

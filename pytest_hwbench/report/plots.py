@@ -18,8 +18,10 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.measure.metric import MetricResult
 
@@ -91,6 +93,7 @@ def _themable(svg: str) -> str:
 
 def ecdf_points(values: np.ndarray, limit: int = ECDF_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """(x, F(x)) of the empirical CDF, thinned to at most ``limit`` points by quantile."""
+    import numpy as np
     x = np.sort(np.asarray(values, dtype=np.float64)[np.isfinite(values)])
     n = x.size
     if n == 0:
@@ -114,6 +117,7 @@ def distribution_plot(key: str, title: str, samples: dict[str, np.ndarray],
 
     def draw() -> object:
         import matplotlib.pyplot as plt
+        import numpy as np
 
         fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 0.6, 2.8), squeeze=False)
         for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
@@ -148,6 +152,7 @@ def trials_plot(key: str, title: str, metrics: dict[str, MetricResult],
 
     def draw() -> object:
         import matplotlib.pyplot as plt
+        import numpy as np
 
         most = max(len(sessions[n]) for n in names)
         fig, axes = plt.subplots(1, len(names), figsize=((0.5 * most + 1.6) * len(names) + 0.6, 2.8),

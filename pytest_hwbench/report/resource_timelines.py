@@ -10,9 +10,10 @@ another (``resource.t_s`` counts from the test's first tick) with a dotted line 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.report.document import ExtraSection, register_test_section
 from pytest_hwbench.report.plots import Plot
@@ -28,6 +29,8 @@ PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 @register_test_section
 def resource_timelines(run: Any, t: Any) -> list[ExtraSection]:
+    if int((t.result.resources or {}).get("ticks") or 0) < 2:  # nothing to draw: the samples are not read
+        return []
     samples = run.samples(t.test_id)
     t_s = samples.get("resource.t_s")
     if t_s is None or t_s.size < 2:
@@ -42,6 +45,7 @@ def resource_timelines(run: Any, t: Any) -> list[ExtraSection]:
 
     def draw() -> object:
         import matplotlib.pyplot as plt
+        import numpy as np
 
         fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(7.5, 1.7 * len(panels) + 0.6),
                                  squeeze=False)
@@ -63,4 +67,5 @@ def resource_timelines(run: Any, t: Any) -> list[ExtraSection]:
 
 
 def _has(values: np.ndarray | None) -> bool:
+    import numpy as np
     return values is not None and bool(np.isfinite(values).any())

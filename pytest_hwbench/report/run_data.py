@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
 from pytest_hwbench.measure.metric import MetricResult
@@ -233,6 +234,8 @@ class RunData:
         path = self.dir / "samples" / f"{file_slug(test_id)}.npz"
         if not path.is_file():
             return {}
+        import numpy as np
+
         try:
             with np.load(path, allow_pickle=False) as npz:
                 return {name: np.asarray(npz[name], dtype=np.float64) for name in npz.files}

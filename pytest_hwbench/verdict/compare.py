@@ -38,9 +38,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _stats() -> Any:
@@ -89,6 +90,7 @@ class SessionNoise:
 
     def combined(self, prior: float, weight: float = PRIOR_WEIGHT) -> tuple[float, float]:
         """(tau^2, degrees of freedom) after mixing in the prior SD ``prior`` (relative, e.g. 0.03)."""
+        import numpy as np
         tau2, df = combine_prior(np.asarray(self.between_var), self.df, prior, weight)
         return float(tau2), df
 
@@ -113,18 +115,21 @@ def combine_prior(between_var: np.ndarray, df: int, prior: float,
                   weight: float = PRIOR_WEIGHT) -> tuple[np.ndarray, float]:
     """The session variance: the measured ``between_var`` (``df`` degrees of freedom, negative estimates
     read as 0) mixed with the prior SD ``prior`` weighted as ``PRIOR_WEIGHT`` degrees of freedom."""
+    import numpy as np
     prior_var = math.log1p(prior) ** 2
     est = np.maximum(between_var, 0.0)
     return (weight * prior_var + df * est) / (weight + df), weight + df
 
 
 def _logs(values: Iterable[float]) -> np.ndarray:
+    import numpy as np
     arr = np.asarray([float(v) for v in values], dtype=np.float64)
     return np.log(arr[np.isfinite(arr) & (arr > 0)])
 
 
 def series_noise(sessions: Sequence[Sequence[float]]) -> SessionNoise:
     """The between-session contribution of one series (one test's metric across its stored sessions)."""
+    import numpy as np
     logs = [x for x in (_logs(s) for s in sessions) if x.size]
     k = len(logs)
     if k < 2:
@@ -150,6 +155,7 @@ def pool_noise(parts: Iterable[SessionNoise]) -> SessionNoise:
 def pooled_noise_arrays(base: np.ndarray) -> tuple[np.ndarray, int]:
     """Vectorised ``pool_noise(series_noise(...))`` for base of shape (R, T, K, m) in log units: per
     replicate the pooled between-session mean square over T series, and its degrees of freedom."""
+    import numpy as np
     _, t, k, m = base.shape
     if k < 2:
         return np.zeros(base.shape[0]), 0
@@ -176,6 +182,7 @@ class Stats:
 def log_stats(cur: np.ndarray, sessions: Sequence[np.ndarray], tau2: float | np.ndarray,
               tau_df: float) -> Stats:
     """``cur`` (R, n) and each stored session (R, m_k), all log values; ``tau2`` the session variance."""
+    import numpy as np
     n, k = cur.shape[-1], len(sessions)
     cur_mean = cur.mean(axis=-1)
     sess_means = np.stack([s.mean(axis=-1) for s in sessions], axis=-1)
@@ -215,6 +222,7 @@ def fail_boundary(s: CompareSettings) -> float:
 
 def decide_codes(st: Stats, lower_is_better: bool, s: CompareSettings) -> np.ndarray:
     """Verdict codes (indexes into ``_CODES``) for every replicate: the rule of the module docstring."""
+    import numpy as np
     w = st.d if lower_is_better else -st.d
     tol = math.log1p(s.tolerance) if lower_is_better else -math.log1p(-min(s.tolerance, 0.99))
     # The O'Brien-Fleming factor scales the t quantile, not the tail probability: a far-tail t quantile at
@@ -307,6 +315,7 @@ def compare_metric(name: str, baseline_sessions: Sequence[Sequence[float]], curr
     """Compare ``current`` trial values with ``baseline_sessions`` (one list of trial values per stored
     session) under ``settings``; ``noise`` is the testbed's pooled session history (default: this
     metric's own sessions only). Pure: ``hwbench compare`` and the simulation call it too."""
+    import numpy as np
     cur_raw = [float(v) for v in current if v is not None and math.isfinite(float(v))]
     sess_raw = [[float(v) for v in s if v is not None and math.isfinite(float(v))] for s in baseline_sessions]
     sess_raw = [s for s in sess_raw if s]

@@ -24,9 +24,10 @@ import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from pytest_hwbench.errors import HwbenchInputError
 
@@ -59,6 +60,7 @@ class Knee:
 
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     """Least-squares line through (x, y): (slope, intercept, sse); a single x gives a flat line."""
+    import numpy as np
     if len(x) == 1 or np.ptp(x) == 0:
         c = float(y.mean())
         return 0.0, c, float(((y - c) ** 2).sum())
@@ -69,6 +71,7 @@ def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
 
 def _hinge(x: np.ndarray, y: np.ndarray, b: float) -> tuple[float, float, float]:
     """Continuous two-segment fit with the breakpoint fixed at ``b``: (slope_before, slope_after, sse)."""
+    import numpy as np
     a = np.column_stack([np.ones_like(x), np.minimum(x - b, 0.0), np.maximum(x - b, 0.0)])
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     sse = float(((a @ coef - y) ** 2).sum())
@@ -82,6 +85,7 @@ def find_knee(loads: Sequence[float], values: Sequence[float], *, min_slope_chan
     ``min_slope_change``: the knee must change the slope by at least this fraction of the larger slope
     (0.5 = the curve at least halves or doubles its slope).
     """
+    import numpy as np
     x = np.asarray(loads, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
