@@ -37,6 +37,15 @@ def test_failing(benchmark):
 """
 
 
+@pytest.fixture(autouse=True)
+def _inner_runs_are_not_xdist_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When this suite itself runs under ``-n 2``, its worker's ``PYTEST_XDIST_WORKER`` would reach the inner
+    runs, and pytest-benchmark disables itself in what it takes for an xdist worker (no rounds, nothing to
+    judge). The inner runs are plain runs."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+
+
 def results(pytester: pytest.Pytester) -> dict[str, dict]:
     dirs = [d for d in sorted((pytester.path / "reports").iterdir()) if d.is_dir()]
     doc = json.loads((dirs[-1] / "results.json").read_text())

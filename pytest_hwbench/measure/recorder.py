@@ -2,7 +2,7 @@
 
 The plugin calls the test body once per trial (``warmup`` discarded trials, then ``repetitions`` measured
 ones, docs/verdicts.md: evidence is repeated trials), so a test records each metric once per call and
-the recorder files the values under the current trial. Values are kept as float64 numpy arrays.
+the recorder files the values under the current trial (float64 buffers per trial, ``measure/metric.py``).
 """
 
 from __future__ import annotations
