@@ -35,7 +35,7 @@ from pytest_hwbench.service_hub import ServiceHub
 from pytest_hwbench.verdict.bottleneck import METRICS_READ, attribute_result
 from pytest_hwbench.verdict.result import TestResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where it is used: a run of one-value tests never loads it (issue #14)
     import numpy as np
 
     from pytest_hwbench.verdict.baseline import SaveRecord

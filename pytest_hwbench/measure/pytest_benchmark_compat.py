@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where it is used: a run of one-value tests never loads it (issue #14)
     import numpy as np
 
 from pytest_hwbench.measure.recorder import Recorder

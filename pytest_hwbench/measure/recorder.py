@@ -19,7 +19,7 @@ from pytest_hwbench.measure.metric import Better, Metric, MetricResult, infer_be
 from pytest_hwbench.measure.microbench import run_rounds
 from pytest_hwbench.recipe.workload_settings import WorkloadSettings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where it is used: a run of one-value tests never loads it (issue #14)
     import numpy as np
 
     from pytest_hwbench.measure.samplers.monitor import ResourceMonitor

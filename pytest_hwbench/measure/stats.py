@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where it is used: a run of one-value tests never loads it (issue #14)
     import numpy as np
 
 #: Percentiles every summary carries, as (stat name, percent).

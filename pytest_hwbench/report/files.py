@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where it is used: a run of one-value tests never loads it (issue #14)
     import numpy as np
 
 from pytest_hwbench.atomic import write_json_atomic, write_text_atomic

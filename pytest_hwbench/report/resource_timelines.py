@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy is imported where it is used: a run of one-value tests never loads it (issue #14)
     import numpy as np
 
 from pytest_hwbench.report.document import ExtraSection, register_test_section
