@@ -194,7 +194,12 @@ def test_a_run_of_one_value_tests_never_imports_numpy(pytester) -> None:
             with open("loaded.json", "w") as fh:
                 json.dump(sorted(m for m in sys.modules if m.split(".")[0] == "numpy"), fh)
     """)
-    result = pytester.runpytest_subprocess("-p", "numpy_guard", "--no-hwbench-mlflow", "--hwbench-repetitions", "1")
+    # Sampling stays on (the default path), with its first reading 2 s after a trial starts (a fifth of the
+    # interval): a trial preempted past it on a loaded machine would record a resource metric, which is an
+    # array and rightly imports numpy.
+    pytester.makefile(".yaml", r="version: 1\nresources: {interval_ms: 10000}\n")
+    result = pytester.runpytest_subprocess("-p", "numpy_guard", "--recipe", "r.yaml", "--no-hwbench-mlflow",
+                                           "--hwbench-repetitions", "1")
     result.assert_outcomes(passed=3)
     assert json.loads((pytester.path / "loaded.json").read_text()) == []
     run = next((pytester.path / "reports").iterdir())
