@@ -138,18 +138,15 @@ def main() -> int:
                   f"{spread(old):10.3f} {old.size:8d} {1:6d}")
         med_ratios = [float(np.median(a)) / float(np.median(b)) for (a, _), (b, _) in zip(ours, theirs, strict=True)]
         spread_ratios = [spread(a) / max(spread(b), 1e-12) for (a, _), (b, _) in zip(ours, theirs, strict=True)]
+        med_line = ratio_line(f"{label}: median hwbench ÷ pytest-benchmark", med_ratios, None)
+        spread_line = ratio_line(f"{label}: spread (IQR/median) hwbench ÷ pytest-benchmark", spread_ratios, None)
         if fn is loop_14us:  # the target is stated for the 14 µs function; the others are shown for shape
-            lines.append(ratio_line(f"{label}: median hwbench ÷ pytest-benchmark", med_ratios, None)
-                         + f"  target 0.98-1.02: {'ok' if 0.98 <= statistics.median(med_ratios) <= 1.02 else 'MISS'}"
+            med_line += (f"  target 0.98-1.02: {'ok' if 0.98 <= statistics.median(med_ratios) <= 1.02 else 'MISS'}"
                          + (" (BUSY machine: not a valid check)" if guard.busy else ""))
-            lines.append(ratio_line(f"{label}: spread (IQR/median) hwbench ÷ pytest-benchmark", spread_ratios, None)
-                         + f"  target 0.5-2: {'ok' if 0.5 <= statistics.median(spread_ratios) <= 2 else 'MISS'}")
+            spread_line += f"  target 0.5-2: {'ok' if 0.5 <= statistics.median(spread_ratios) <= 2 else 'MISS'}"
         else:
-            lines.append(ratio_line(f"{label}: median hwbench ÷ pytest-benchmark", med_ratios, None)
-                         + "  (no target: iterations per round differ, so the loop's own cost is shared "
-                         "differently)")
-            lines.append(ratio_line(f"{label}: spread (IQR/median) hwbench ÷ pytest-benchmark", spread_ratios,
-                                    None))
+            med_line += "  (no target: iterations per round differ, so the loop's own cost is shared differently)"
+        lines += [med_line, spread_line]
         guard.check(f"after {label}")
     print()
     for line in lines:
